@@ -1,0 +1,73 @@
+"""Experiment configs: validation and the resolved copy saved with a run.
+
+A config is an `ml_collections.ConfigDict` returned by `get_config()` in a file
+under `experiments/configs/`. Checks here are structural (fields, enums,
+ranges); names that live in a registry (model, dataset) are checked where
+they are looked up, so the error can list the known ones.
+"""
+
+import json
+import os
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A mistake the user can fix in the config or the command line."""
+
+
+REQUIRED_FIELDS = (
+    'seed', 'model.name', 'dataset.name', 'dataset.train_split',
+    'dataset.eval_split', 'batch_size', 'total_steps', 'log_every',
+    'eval_every', 'checkpoint_every', 'max_to_keep', 'optimizer.name',
+    'optimizer.learning_rate', 'optimizer.schedule', 'optimizer.warmup_steps',
+    'optimizer.weight_decay', 'optimizer.grad_clip_norm', 'mesh.data',
+    'mesh.fsdp', 'mesh.tensor',
+)
+OPTIMIZERS = ('sgd', 'adam', 'adamw')
+SCHEDULES = ('constant', 'cosine', 'linear')
+
+
+def _get(config, dotted):
+  node = config
+  for key in dotted.split('.'):
+    if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+      raise ConfigError(f'config has no field `{dotted}`; add it to the '
+                        "config file's get_config()")
+    node = node[key]
+  return node
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError with the fix when `config` cannot describe a run."""
+  for field in REQUIRED_FIELDS:
+    _get(config, field)
+  opt = config.optimizer
+  if opt.name not in OPTIMIZERS:
+    raise ConfigError(f'optimizer.name {opt.name!r} is unknown; use one of '
+                      f'{", ".join(OPTIMIZERS)}')
+  if opt.schedule not in SCHEDULES:
+    raise ConfigError(f'optimizer.schedule {opt.schedule!r} is unknown; use '
+                      f'one of {", ".join(SCHEDULES)}')
+  for field in ('batch_size', 'total_steps', 'log_every', 'eval_every',
+                'checkpoint_every', 'max_to_keep'):
+    value = _get(config, field)
+    if not isinstance(value, int) or value <= 0:
+      raise ConfigError(f'{field} must be a positive integer, got {value!r}')
+  if not 0 <= opt.warmup_steps <= config.total_steps:
+    raise ConfigError(f'optimizer.warmup_steps {opt.warmup_steps} must be in '
+                      f'[0, total_steps={config.total_steps}]')
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Writes the resolved config to `workdir/config.json`; returns the path."""
+  path = os.path.join(workdir, 'config.json')
+  with open(path, 'w') as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
+  return path
+
+
+def load_saved_config(workdir: str) -> ml_collections.ConfigDict:
+  """Reads back what `save_config` wrote (for scripts and notebooks)."""
+  with open(os.path.join(workdir, 'config.json')) as f:
+    return ml_collections.ConfigDict(json.load(f))

@@ -1,0 +1,1 @@
+"""Datasets: offline TFDS builders and grain pipelines."""

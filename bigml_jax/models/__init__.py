@@ -1,0 +1,42 @@
+"""Model registry: `config.model.name` -> a Flax Linen module.
+
+`build_model(config.model, num_classes=...)` passes every other field of
+`config.model` to the module's constructor, so a config names exactly the
+module's hyperparameters.
+"""
+
+import flax.linen as nn
+import ml_collections
+
+from bigml_jax.config import ConfigError
+from bigml_jax.models.cnn import CNN
+from bigml_jax.models.mlp import MLP
+
+MODELS: dict[str, type[nn.Module]] = {
+    'mlp': MLP,
+    'cnn': CNN,
+}
+
+
+def build_model(model_config: ml_collections.ConfigDict, **extra) -> nn.Module:
+  """Instantiates `MODELS[model_config.name]` with the config's other fields.
+
+  `extra` supplies fields the data decides (e.g. `num_classes`) unless the
+  config sets them.
+  """
+  name = model_config.name
+  if name not in MODELS:
+    raise ConfigError(f'model.name {name!r} is unknown; known models: '
+                      f'{", ".join(sorted(MODELS))}')
+  kwargs = {k: v for k, v in model_config.items() if k != 'name'}
+  for key, value in extra.items():
+    kwargs.setdefault(key, value)
+  fields = MODELS[name].__dataclass_fields__
+  unknown = sorted(set(kwargs) - set(fields))
+  if unknown:
+    raise ConfigError(f'model {name!r} has no hyperparameter(s) '
+                      f'{", ".join(unknown)}; remove them from config.model')
+  return MODELS[name](**kwargs)
+
+
+__all__ = ['CNN', 'MLP', 'MODELS', 'build_model']

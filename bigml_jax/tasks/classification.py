@@ -1,0 +1,51 @@
+"""Classification: softmax cross-entropy and accuracy over masked examples."""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+Batch = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationTask:
+  """Trains `model(image) -> logits [B, num_classes]` on integer labels.
+
+  Batches are dicts with 'image' [B, ...], 'label' [B] int and, in eval,
+  'mask' [B] (1 for real examples, 0 for padding).
+  """
+  model: nn.Module
+
+  def init(self, rng: jax.Array, batch: Batch) -> Any:
+    """Returns the model's params (boxed with logical axis names)."""
+    return self.model.init({'params': rng}, batch['image'], train=False)['params']
+
+  def loss_and_metrics(self, params: Any, batch: Batch, rng: jax.Array,
+                       train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean loss over real examples, and metric *sums* for exact averaging.
+
+    Returns:
+      loss: scalar, mean cross-entropy over examples with mask 1.
+      metrics: 'loss_sum', 'correct', 'count', summed over real examples, so
+        sums over steps or eval batches divide out to exact means.
+    """
+    logits = self.model.apply({'params': params}, batch['image'], train=train,
+                              rngs={'dropout': rng})
+    mask = batch.get('mask', jnp.ones(batch['label'].shape, jnp.float32))
+    losses = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), batch['label'])
+    count = mask.sum()
+    loss_sum = (losses * mask).sum()
+    correct = ((logits.argmax(-1) == batch['label']) * mask).sum()
+    metrics = {'loss_sum': loss_sum, 'correct': correct, 'count': count}
+    return loss_sum / jnp.maximum(count, 1.0), metrics
+
+  def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+    """Metric sums (over steps or eval batches) -> mean loss and accuracy."""
+    count = max(sums['count'], 1.0)
+    return {'loss': sums['loss_sum'] / count,
+            'accuracy': sums['correct'] / count}

@@ -1,0 +1,1 @@
+"""Training: state, optimizer, jitted steps and the loop."""
