@@ -1,7 +1,7 @@
 """Input pipelines: TFDS array_record sources read with grain, per process.
 
-Train: source -> shuffle(seed, reshuffled each epoch) -> repeat -> preprocess
--> batch(local batch) -> this process's slice -> iterator. Local batch k*P + p
+Train: indices -> shuffle(seed, reshuffled each epoch) -> repeat -> batch
+(local batch size) -> this process's slice -> read + preprocess -> iterator. Local batch k*P + p
 holds the examples of global batch k that process p feeds, so the global batch
 at every step is the same whatever the number of processes, and the
 iterator's `get_state()` (saved in checkpoints) is just a position.
@@ -117,7 +117,11 @@ def load_sources(cfg: ml_collections.ConfigDict) -> Sources:
 
 
 def make_preprocess(cfg: ml_collections.ConfigDict):
-  """Maps a raw example to {'image': float32 [H, W, C], 'label': int32}."""
+  """Maps raw examples to {'image': float32, 'label': int32}.
+
+  Works on one example ([H, W, C] image) or a stacked batch ([B, H, W, C]):
+  batches are preprocessed whole, which is far cheaper than per example.
+  """
   image_key = cfg.get('image_key', 'image')
   label_key = cfg.get('label_key', 'label')
 
@@ -129,6 +133,17 @@ def make_preprocess(cfg: ml_collections.ConfigDict):
             'label': np.asarray(example[label_key], np.int32)}
 
   return preprocess
+
+
+def _read_batch(source: Sequence[Any], preprocess,
+                indices: Sequence[int]) -> Batch:
+  indices = [int(i) for i in indices]
+  if hasattr(source, '__getitems__'):
+    records = source.__getitems__(indices)
+  else:
+    records = [source[i] for i in indices]
+  return preprocess({k: np.stack([np.asarray(r[k]) for r in records])
+                     for k in records[0]})
 
 
 def _local_batch_size(global_batch_size: int, process_count: int) -> int:
@@ -149,14 +164,15 @@ def train_iterator(source: Sequence[Any], preprocess, *, seed: int,
   process_count. Checkpoint it with `get_state()` / `set_state()`.
   """
   local = _local_batch_size(global_batch_size, process_count)
-  ds = (grain.MapDataset.source(source)
+  # The grain graph works on indices; records are read a batch at a time,
+  # which ArrayRecord does several times faster than one by one.
+  ds = (grain.MapDataset.range(len(source))
         .shuffle(seed=seed)
         .repeat()
-        .map(preprocess)
         .batch(local, drop_remainder=True))
-  ds = ds[process_index::process_count]
-  read = grain.ReadOptions(num_threads=num_threads,
-                           prefetch_buffer_size=2 * local)
+  ds = ds[process_index::process_count].map(
+      lambda indices: _read_batch(source, preprocess, indices))
+  read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4)
   return iter(ds.to_iter_dataset(read))
 
 
@@ -173,15 +189,14 @@ def eval_batches(source: Sequence[Any], preprocess, *, global_batch_size: int,
   the split), which keeps collectives in step across hosts.
   """
   local = _local_batch_size(global_batch_size, process_count)
-  ds = grain.MapDataset.source(source).map(preprocess)
-  n = len(ds)
-  template = ds[0]
+  n = len(source)
   for b in range(num_eval_batches(n, global_batch_size)):
-    start = b * global_batch_size + process_index * local
-    examples = [ds[i] for i in range(start, min(start + local, n))]
-    pad = local - len(examples)
-    batch = {k: np.stack([e[k] for e in examples] +
-                         [np.zeros_like(template[k])] * pad)
-             for k in template}
-    batch['mask'] = np.array([1.0] * len(examples) + [0.0] * pad, np.float32)
+    start = min(b * global_batch_size + process_index * local, n)
+    stop = min(start + local, n)
+    # A process past the end still reads one record, as a shape template.
+    batch = _read_batch(source, preprocess, range(start, stop) or [0])
+    real = stop - start
+    batch = {k: np.concatenate([v[:real], np.zeros_like(v[:1]).repeat(
+        local - real, axis=0)]) for k, v in batch.items()}
+    batch['mask'] = (np.arange(local) < real).astype(np.float32)
     yield batch

@@ -38,4 +38,4 @@ class CNN(nn.Module):
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
       x = nn.relu(layers.dense(width, ('embed', 'mlp'))(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return layers.dense(self.num_classes, ('mlp', 'vocab'))(x)
+    return layers.dense(self.num_classes, ('embed', 'vocab'))(x)

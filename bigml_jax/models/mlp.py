@@ -32,4 +32,4 @@ class MLP(nn.Module):
       x = layers.dense(width, ('embed', 'mlp'))(x)
       x = act(x)
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return layers.dense(self.num_classes, ('mlp', 'vocab'))(x)
+    return layers.dense(self.num_classes, ('embed', 'vocab'))(x)

@@ -9,6 +9,7 @@ MaxText: FSDP is data parallelism whose parameters are sharded too.
 
 from collections.abc import Sequence
 
+from absl import logging
 import flax.linen as nn
 import jax
 import ml_collections
@@ -58,6 +59,11 @@ def make_mesh(mesh_config: ml_collections.ConfigDict,
   """A ('data', 'fsdp', 'tensor') mesh over `devices` (default: all)."""
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(mesh_config, len(devices))
+  if shape[1] > 1 and shape[2] > 1 and devices[0].platform == 'cpu':
+    # See tests/parallel/test_mesh.py::test_xla_fsdp_times_tensor_matmul_is_correct.
+    logging.warning('mesh fsdp=%d x tensor=%d: XLA (jax %s) computes wrong '
+                    'gradients for this combination on CPU; use fsdp or '
+                    'tensor alone there', shape[1], shape[2], jax.__version__)
   return jax.make_mesh(shape, MESH_AXES, devices=devices,
                        axis_types=(jax.sharding.AxisType.Auto,) * 3)
 

@@ -31,7 +31,7 @@ def make_train_step(task: Any, tx: optax.GradientTransformation):
         state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, grad_norm_sum=optax.global_norm(grads),
+    metrics = dict(metrics, grad_norm_sum=optax.tree.norm(grads),
                    steps=jnp.ones((), jnp.float32))
     new_state = state.replace(step=state.step + 1, params=params,
                               opt_state=opt_state)

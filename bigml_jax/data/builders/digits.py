@@ -17,7 +17,8 @@ class Digits(tfds.core.GeneratorBasedBuilder):
   """TFDS builder for scikit-learn's digits, written as array_record."""
 
   VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'scikit-learn digits as 8x8x1 uint8 tensors.'}
+  RELEASE_NOTES = {'1.0.0': 'scikit-learn digits as 8x8x1 uint8 tensors, in '
+                   'their original order.'}
 
   def _info(self) -> tfds.core.DatasetInfo:
     # DatasetInfo directly: `dataset_info_from_configs` looks for metadata
@@ -31,6 +32,9 @@ class Digits(tfds.core.GeneratorBasedBuilder):
         }),
         supervised_keys=('image', 'label'),
         homepage='https://archive.ics.uci.edu/dataset/80',
+        # Keep scikit-learn's order, so example i of a split is documented;
+        # training shuffles with grain anyway.
+        disable_shuffling=True,
     )
 
   def _split_generators(self, dl_manager):

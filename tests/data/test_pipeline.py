@@ -1,0 +1,130 @@
+"""The digits builder, grain pipelines, per-process slices and eval padding."""
+
+import ml_collections
+import numpy as np
+import pytest
+
+from bigml_jax import ConfigError
+from bigml_jax.data import pipeline
+
+
+@pytest.fixture(scope='module')
+def digits(data_dir):
+  cfg = ml_collections.ConfigDict({'name': 'digits', 'train_split': 'train',
+                                   'eval_split': 'test', 'data_dir': data_dir})
+  return pipeline.load_sources(cfg), pipeline.make_preprocess(cfg)
+
+
+def test_digits_are_real_images_split_by_index(digits):
+  from sklearn.datasets import load_digits
+  sources, _ = digits
+  assert (len(sources.train), len(sources.eval), sources.num_classes) == (1437, 360, 10)
+  ref = load_digits()
+  # Test example j is original image 5j; train skips every 5th.
+  for j, original in [(0, 0), (7, 35), (359, 1795)]:
+    ex = sources.eval[j]
+    assert ex['image'].shape == (8, 8, 1) and ex['image'].dtype == np.uint8
+    assert int(ex['label']) == ref.target[original]
+    np.testing.assert_array_equal(
+        ex['image'][..., 0], np.round(ref.images[original] * 255 / 16))
+  assert int(sources.train[4]['label']) == ref.target[6]
+
+
+def test_train_batches_preprocessed_and_deterministic(digits):
+  sources, pre = digits
+  take = lambda seed: [next(it) for it in [pipeline.train_iterator(
+      sources.train, pre, seed=seed, global_batch_size=16)] for _ in range(3)]
+  a, b, c = take(0), take(0), take(1)
+  assert a[0]['image'].shape == (16, 8, 8, 1) and a[0]['image'].dtype == np.float32
+  assert a[0]['label'].dtype == np.int32
+  assert 0.0 <= a[0]['image'].min() and a[0]['image'].max() <= 1.0
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x['image'], y['image'])
+  assert not np.array_equal(a[0]['label'], c[0]['label'])
+
+
+def test_epochs_cover_the_split_and_reshuffle(digits):
+  sources, pre = digits
+  n = len(sources.train)
+  src = [{'image': np.zeros((1,), np.uint8), 'label': i} for i in range(n)]
+  it = pipeline.train_iterator(src, pre, seed=3, global_batch_size=n)
+  first, second = next(it)['label'], next(it)['label']
+  assert sorted(first) == list(range(n)) == sorted(second)
+  assert not np.array_equal(first, second)
+
+
+def test_process_slices_make_up_the_global_batch(digits):
+  sources, pre = digits
+  whole = pipeline.train_iterator(sources.train, pre, seed=0, global_batch_size=8)
+  parts = [pipeline.train_iterator(sources.train, pre, seed=0,
+                                   global_batch_size=8, process_index=p,
+                                   process_count=4) for p in range(4)]
+  for _ in range(3):
+    expected = next(whole)['label']
+    got = np.concatenate([next(p)['label'] for p in parts])
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_iterator_state_resumes_exactly(digits):
+  sources, pre = digits
+  it = pipeline.train_iterator(sources.train, pre, seed=0, global_batch_size=8)
+  for _ in range(5):
+    next(it)
+  state = it.get_state()
+  expected = [next(it)['label'] for _ in range(3)]
+  resumed = pipeline.train_iterator(sources.train, pre, seed=0, global_batch_size=8)
+  resumed.set_state(state)
+  for want in expected:
+    np.testing.assert_array_equal(next(resumed)['label'], want)
+
+
+@pytest.mark.parametrize('processes', [1, 4])
+def test_eval_counts_every_example_once(digits, processes):
+  sources, pre = digits
+  per_process = [list(pipeline.eval_batches(
+      sources.eval, pre, global_batch_size=64, process_index=p,
+      process_count=processes)) for p in range(processes)]
+  assert {len(b) for b in per_process} == {6}  # ceil(360 / 64)
+  labels = np.concatenate([b['label'][b['mask'] > 0]
+                           for step in zip(*per_process) for b in step])
+  np.testing.assert_array_equal(
+      labels, [sources.eval[i]['label'] for i in range(360)])
+  last = per_process[-1][-1]
+  assert last['image'].shape == (64 // processes, 8, 8, 1)
+  assert last['mask'].sum() == (40 if processes == 1 else 0)
+
+
+def test_synthetic_source_any_shape():
+  cfg = ml_collections.ConfigDict({'name': 'synthetic', 'shape': (4, 3),
+                                   'num_classes': 5, 'num_train': 10,
+                                   'num_eval': 4})
+  sources = pipeline.load_sources(cfg)
+  assert (len(sources.train), len(sources.eval), sources.num_classes) == (10, 4, 5)
+  x = sources.train[3]
+  assert x['image'].shape == (4, 3) and 0 <= x['label'] < 5
+  np.testing.assert_array_equal(x['image'], sources.train[3]['image'])
+  assert not np.array_equal(x['image'], sources.eval[3]['image'])
+
+
+def test_unprepared_catalog_dataset_fails_fast_without_network(data_dir):
+  cfg = ml_collections.ConfigDict({'name': 'mnist', 'train_split': 'train',
+                                   'eval_split': 'test', 'data_dir': data_dir})
+  with pytest.raises(ConfigError, match=r"dataset 'mnist' is not prepared .*"
+                     r'offline datasets: digits, synthetic.*tfds build mnist'):
+    pipeline.load_sources(cfg)
+
+
+def test_unknown_split_lists_splits(data_dir):
+  cfg = ml_collections.ConfigDict({'name': 'digits', 'train_split': 'train',
+                                   'eval_split': 'validation', 'data_dir': data_dir})
+  with pytest.raises(ConfigError, match="no split 'validation'; its splits: "
+                     'test, train'):
+    pipeline.load_sources(cfg)
+
+
+def test_batch_not_divisible_by_processes(digits):
+  sources, pre = digits
+  with pytest.raises(ConfigError, match='batch_size 10 is not divisible by 4 '
+                     'processes'):
+    pipeline.train_iterator(sources.train, pre, seed=0, global_batch_size=10,
+                            process_count=4)
