@@ -2,7 +2,7 @@
 
 Any config field can be overridden, e.g. `--config.optimizer.learning_rate=3e-4`;
 run-level flags can come from `--flagfile=FILE`. Mistakes a user can make end
-in one line on stderr and exit code 1.
+in one line on stderr ("error: ...") and exit code 1.
 """
 
 import time
@@ -11,12 +11,14 @@ _START = time.time()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import logging as std_logging
+import os
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+import tensorflow_datasets as tfds
 
 import bigml_jax
 
@@ -29,6 +31,40 @@ _WORKDIR = flags.DEFINE_string(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def _fail(message: str):
+  sys.exit('error: ' + ' '.join(str(message).split()))
+
+
+def _config_path(argv: list[str]) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1].split(':', 1)[0]
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1].split(':', 1)[0]
+  return None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl parsing, with every user mistake reduced to one clear line."""
+  path = _config_path(argv)
+  if path is not None and not os.path.isfile(path):
+    _fail(f'config file {path} not found; pass '
+          '--config=experiments/configs/NAME.py')
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(f'{e}; see --helpfull for the flags')
+  except AttributeError as e:
+    # ml_collections: an override of a field the config does not have.
+    hint = str(e).strip('\'"').replace('\\n', ' ').replace("\\'", "'")
+    if 'get_config' in hint:
+      _fail(f'config file {path} has no get_config(); define '
+            'get_config() returning an ml_collections.ConfigDict')
+    _fail(f'config has no field {hint}; overrides must name existing fields')
+  except (KeyError, TypeError, ValueError) as e:
+    _fail(f'bad config override: {e}')
+
+
 def _quiet_libraries(record) -> bool:
   # Orbax logs every save at INFO; keep the console to our own lines and
   # to warnings from everyone.
@@ -37,20 +73,22 @@ def _quiet_libraries(record) -> bool:
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    _fail(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_quiet_libraries)
+  tfds.disable_progress_bar()
   call_time = time.time()
   try:
     result = bigml_jax.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except bigml_jax.ConfigError as e:
-    sys.exit(f'error: {e}')
+    _fail(e)
   if 'time_to_first_step_s' in result:
     logging.info('time from command start to the first train step: %.1fs',
                  result['time_to_first_step_s'] + call_time - _START)
+  if 'examples_per_sec' in result:
+    logging.info('steady-state examples/s: %.0f', result['examples_per_sec'])
   print(f'step {result["step"]}: test loss {result["eval_loss"]:.4f}, '
         f'test accuracy {result["eval_accuracy"]:.4f}', flush=True)
 
 
-
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

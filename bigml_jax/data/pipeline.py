@@ -31,7 +31,8 @@ from bigml_jax.config import ConfigError
 from bigml_jax.data.builders import BUILDERS
 
 Batch = dict[str, np.ndarray]
-DEFAULT_DATA_DIR = os.path.join('~', 'tensorflow_datasets')
+DEFAULT_DATA_DIR = os.environ.get('TFDS_DATA_DIR',
+                                  os.path.join('~', 'tensorflow_datasets'))
 
 
 @dataclasses.dataclass(frozen=True)

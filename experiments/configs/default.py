@@ -5,7 +5,9 @@ The default experiment: offline, CPU-friendly, ends by printing test accuracy.
   python -m experiments.run --config=experiments/configs/default.py \
       --workdir=/tmp/bigml/default
 
-Result: RESULT_PLACEHOLDER
+Result: test accuracy 0.9889 (loss 0.0430) after 1,000 steps, 11.6 s wall
+from command start (first train step at 3.9 s; ~9,500 examples/s), on a
+2-core AMD EPYC CPU, one CPU device.
 """
 
 import ml_collections
@@ -25,7 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.name = 'digits'
   config.dataset.train_split = 'train'
   config.dataset.eval_split = 'test'
-  config.dataset.data_dir = None  # TFDS default: ~/tensorflow_datasets
+  # None: $TFDS_DATA_DIR, else ~/tensorflow_datasets.
+  config.dataset.data_dir = ml_collections.config_dict.placeholder(str)
 
   config.batch_size = 64
   config.total_steps = 1000

@@ -1,0 +1,126 @@
+"""`python -m experiments.run` end to end, and its one-line errors."""
+
+import glob
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import pytest
+from tensorboardX.proto import event_pb2
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT = 'experiments/configs/default.py'
+
+
+def run(*args, data_dir=None):
+  env = dict(os.environ)
+  if data_dir:
+    args += (f'--config.dataset.data_dir={data_dir}',)
+  return subprocess.run([sys.executable, '-m', 'experiments.run', *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=600)
+
+
+def _tensorboard_scalars(workdir):
+  """{tag: [(step, value)]} from the TFRecord-framed event files."""
+  out = {}
+  for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
+    with open(path, 'rb') as f:
+      data = f.read()
+    pos = 0
+    while pos < len(data):
+      (length,) = struct.unpack('<Q', data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 12 + length + 4
+      for v in event.summary.value:
+        out.setdefault(v.tag, []).append((event.step, v.simple_value))
+  return out
+
+
+def test_default_experiment_end_to_end(tmp_path, data_dir):
+  workdir = tmp_path / 'run'
+  proc = run(f'--config={DEFAULT}', f'--workdir={workdir}',
+             '--config.total_steps=60', '--config.log_every=20',
+             '--config.eval_every=30', '--config.checkpoint_every=30',
+             '--config.optimizer.warmup_steps=5', data_dir=data_dir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  last = proc.stdout.strip().splitlines()[-1]
+  assert last.startswith('step 60: test loss ') and 'test accuracy' in last
+  accuracy = float(last.rsplit(' ', 1)[1])
+  assert accuracy > 0.8  # 60 steps of the CNN on digits; chance is 0.1
+
+  with open(workdir / 'config.json') as f:
+    config = json.load(f)
+  assert config['total_steps'] == 60 and config['model']['name'] == 'cnn'
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['30', '60']
+
+  rows = [json.loads(l) for l in open(workdir / 'metrics.jsonl')]
+  train = [r for r in rows if r['split'] == 'train']
+  assert [r['step'] for r in train] == [1, 20, 40, 60]
+  assert train[-1]['loss'] < 0.6 * train[0]['loss']
+  evals = [r for r in rows if r['split'] == 'eval']
+  assert [r['step'] for r in evals] == [30, 60]
+  assert evals[-1]['accuracy'] == pytest.approx(accuracy, abs=1e-4)
+
+  scalars = _tensorboard_scalars(workdir)
+  assert [s for s, _ in scalars['train/loss']] == [1, 20, 40, 60]
+  assert scalars['train/loss'][-1][1] == pytest.approx(train[-1]['loss'], rel=1e-5)
+  assert [s for s, _ in scalars['eval/accuracy']] == [30, 60]
+
+
+def test_rerun_resumes_from_the_workdir(tmp_path, data_dir):
+  workdir = tmp_path / 'run'
+  common = (f'--config={DEFAULT}', f'--workdir={workdir}',
+            '--config.log_every=10', '--config.eval_every=100',
+            '--config.checkpoint_every=10', '--config.optimizer.warmup_steps=0')
+  assert run(*common, '--config.total_steps=10', data_dir=data_dir).returncode == 0
+  proc = run(*common, '--config.total_steps=20', data_dir=data_dir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'resumed from' in proc.stderr and 'at step 10' in proc.stderr
+  rows = [json.loads(l) for l in open(workdir / 'metrics.jsonl')]
+  assert [r['step'] for r in rows if r['split'] == 'train'] == [1, 10, 11, 20]
+
+
+def test_flagfile_sets_run_flags(tmp_path, data_dir):
+  flagfile = tmp_path / 'flags.txt'
+  flagfile.write_text(f'--config={DEFAULT}\n--workdir={tmp_path / "w"}\n'
+                      '--config.total_steps=2\n--config.log_every=1\n'
+                      '--config.optimizer.warmup_steps=0\n')
+  proc = run(f'--flagfile={flagfile}', data_dir=data_dir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip().startswith('step 2: test loss')
+  assert json.load(open(tmp_path / 'w' / 'config.json'))['total_steps'] == 2
+
+
+@pytest.mark.parametrize('args,message', [
+    (('--config.optimizer.learning_rte=0.1',),
+     'error: config has no field \'learning_rte\' Did you mean "learning_rate"'),
+    (('--config.batch_size=abc',),
+     "error: flag --config.batch_size=abc: invalid literal for int()"),
+    (('--config.model.name=resnet',),
+     "error: model.name 'resnet' is unknown; known models: cnn, mlp"),
+    (('--config.dataset.name=imagenet2012',),
+     "error: dataset 'imagenet2012' is not prepared under"),
+    (('--config.batch_size=6', '--config.mesh.data=4'),
+     'error: mesh (data=4, fsdp=1, tensor=1) has 4 devices but there are 8'),
+    (('--config.batch_size=12',),
+     'error: batch_size 12 is not divisible by 8 data-parallel devices'),
+    (('--config.optimizer.name=lamb',),
+     "error: optimizer.name 'lamb' is unknown; use one of sgd, adam, adamw"),
+])
+def test_user_mistakes_fail_in_one_line(tmp_path, data_dir, args, message):
+  proc = run(f'--config={DEFAULT}', f'--workdir={tmp_path}', *args,
+             data_dir=data_dir)
+  assert proc.returncode == 1
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith(message), proc.stderr[-2000:]
+  assert not os.path.exists(tmp_path / 'checkpoints')
+
+
+def test_missing_config_file(tmp_path):
+  proc = run('--config=experiments/configs/nope.py', f'--workdir={tmp_path}')
+  assert proc.returncode == 1
+  assert proc.stderr.strip() == ('error: config file experiments/configs/nope.py '
+                                 'not found; pass --config=experiments/configs/NAME.py')
