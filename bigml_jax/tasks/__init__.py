@@ -1,5 +1,32 @@
-"""Tasks: what is optimised (loss and metrics) for a family of models."""
+"""Tasks: what is optimised — loss, metrics and, where it differs from the
+default (loss -> grad -> update), the train step itself.
 
+`build_task(config, num_classes=...)` returns `TASKS[config.task]` built with
+its model(s) from `config.model`. A task provides:
+  init(rng, batch) -> params (boxed with logical axis names)
+  loss_and_metrics(params, batch, rng, train) -> (loss, metric sums)
+  summarize(sums) -> {name: mean}
+and optionally make_train_step(tx) for a step of its own.
+"""
+
+import ml_collections
+
+from bigml_jax.config import ConfigError
 from bigml_jax.tasks.classification import ClassificationTask
 
-__all__ = ['ClassificationTask']
+TASKS = {'classification': ClassificationTask}
+
+
+def build_task(config: ml_collections.ConfigDict, **data_fields):
+  """The task named by `config.task` (default 'classification').
+
+  `data_fields` are facts from the data the model needs (e.g. num_classes).
+  """
+  name = config.get('task', 'classification')
+  if name not in TASKS:
+    raise ConfigError(f'task {name!r} is unknown; known tasks: '
+                      f'{", ".join(sorted(TASKS))}')
+  return TASKS[name].from_config(config, **data_fields)
+
+
+__all__ = ['ClassificationTask', 'TASKS', 'build_task']

@@ -8,21 +8,31 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bigml_jax.models import build_model
+
 Batch = dict[str, jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
 class ClassificationTask:
-  """Trains `model(image) -> logits [B, num_classes]` on integer labels.
+  """Trains `model(inputs) -> logits [B, num_classes]` on integer labels.
 
-  Batches are dicts with 'image' [B, ...], 'label' [B] int and, in eval,
-  'mask' [B] (1 for real examples, 0 for padding).
+  Batches are dicts with the inputs under `input_key` ('image' [B, H, W, C],
+  'tokens' [B, L], ...), 'label' [B] int and, in eval, 'mask' [B] (1 for real
+  examples, 0 for padding).
   """
   model: nn.Module
+  input_key: str = 'image'
+
+  @classmethod
+  def from_config(cls, config, *, num_classes: int) -> 'ClassificationTask':
+    return cls(build_model(config.model, num_classes=num_classes),
+               input_key=config.dataset.get('input_key', 'image'))
 
   def init(self, rng: jax.Array, batch: Batch) -> Any:
     """Returns the model's params (boxed with logical axis names)."""
-    return self.model.init({'params': rng}, batch['image'], train=False)['params']
+    return self.model.init({'params': rng}, batch[self.input_key],
+                           train=False)['params']
 
   def loss_and_metrics(self, params: Any, batch: Batch, rng: jax.Array,
                        train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -33,7 +43,8 @@ class ClassificationTask:
       metrics: 'loss_sum', 'correct', 'count', summed over real examples, so
         sums over steps or eval batches divide out to exact means.
     """
-    logits = self.model.apply({'params': params}, batch['image'], train=train,
+    logits = self.model.apply({'params': params}, batch[self.input_key],
+                              train=train,
                               rngs={'dropout': rng})
     mask = batch.get('mask', jnp.ones(batch['label'].shape, jnp.float32))
     losses = optax.softmax_cross_entropy_with_integer_labels(

@@ -21,10 +21,9 @@ from bigml_jax import checkpoint as ckpt
 from bigml_jax.config import ConfigError, save_config, validate_config
 from bigml_jax.data import pipeline
 from bigml_jax.metrics import MetricWriter
-from bigml_jax.models import build_model
 from bigml_jax.parallel import mesh as mesh_lib
 from bigml_jax.parallel import multihost
-from bigml_jax.tasks import ClassificationTask
+from bigml_jax.tasks import build_task
 from bigml_jax.training import step as step_lib
 from bigml_jax.training.optim import make_optimizer
 from bigml_jax.training.state import TrainState
@@ -82,8 +81,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       process_index=jax.process_index(), process_count=jax.process_count())
 
   # Task and optimizer
-  model = build_model(config.model, num_classes=sources.num_classes)
-  task = ClassificationTask(model)
+  task = build_task(config, num_classes=sources.num_classes)
   tx, schedule = make_optimizer(config.optimizer, config.total_steps)
 
   # Sharded state: shapes first, then shardings from the logical names, then
@@ -123,8 +121,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                _bytes_per_device(state.opt_state) / 1e6)
 
   # Compile steps
+  make_step = getattr(task, 'make_train_step', None)
   train_step = step_lib.jit_train_step(
-      step_lib.make_train_step(task, tx), shardings, mesh)
+      make_step(tx) if make_step else step_lib.make_train_step(task, tx),
+      shardings, mesh)
   eval_step = step_lib.jit_eval_step(
       step_lib.make_eval_step(task), shardings.params, mesh)
   batch_sharding = mesh_lib.batch_sharding(mesh)
