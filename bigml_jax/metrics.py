@@ -10,8 +10,25 @@ import os
 import sys
 
 from absl import logging
+import numpy as np
+from PIL import Image
 import tensorboardX
 import tqdm
+
+
+def image_grid(images: np.ndarray, pad: int = 1) -> np.ndarray:
+  """[N, H, W, C] floats in [0, 1] -> one uint8 [rows*(H+pad), cols*(W+pad), C]
+  grid, as square as possible."""
+  n, h, w, c = images.shape
+  cols = math.ceil(math.sqrt(n))
+  rows = math.ceil(n / cols)
+  grid = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad, c), np.uint8)
+  pixels = np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8)
+  for i in range(n):
+    r, q = divmod(i, cols)
+    grid[pad + r * (h + pad):pad + r * (h + pad) + h,
+         pad + q * (w + pad):pad + q * (w + pad) + w] = pixels[i]
+  return grid
 
 
 def _format(value: float) -> str:
@@ -28,6 +45,7 @@ class MetricWriter:
   def __init__(self, workdir: str, *, enabled: bool = True,
                total_steps: int | None = None, initial_step: int = 0):
     self.enabled = enabled
+    self._workdir = workdir
     self._jsonl = self._tb = self._bar = None
     if not enabled:
       return
@@ -51,6 +69,16 @@ class MetricWriter:
     logging.info('step %d %s %s', step, split, line)
     if self._bar is not None:
       self._bar.set_postfix_str(f'{split} loss={_format(scalars.get("loss"))}')
+
+  def write_images(self, step: int, name: str, images: np.ndarray) -> None:
+    """Writes images [N, H, W, C] (floats in [0, 1]) as one grid: a PNG
+    `workdir/name_STEP.png` and a TensorBoard image."""
+    if not self.enabled:
+      return
+    grid = image_grid(images)
+    Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid).save(
+        os.path.join(self._workdir, f'{name}_{step:06d}.png'))
+    self._tb.add_image(name, grid, step, dataformats='HWC')
 
   def advance(self, step: int) -> None:
     """Moves the progress bar (if any) to `step`."""

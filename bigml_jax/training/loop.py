@@ -82,7 +82,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   # Task and optimizer
   task = build_task(config, num_classes=sources.num_classes)
-  tx, schedule = make_optimizer(config.optimizer, config.total_steps)
+  # A task with several networks (a GAN) builds its own optimizer state.
+  tx, schedule = (task.make_optimizer(config) if hasattr(task, 'make_optimizer')
+                  else make_optimizer(config.optimizer, config.total_steps))
 
   # Sharded state: shapes first, then shardings from the logical names, then
   # init compiled to write each parameter straight into its shards.
@@ -128,6 +130,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   eval_step = step_lib.jit_eval_step(
       step_lib.make_eval_step(task), shardings.params, mesh)
   batch_sharding = mesh_lib.batch_sharding(mesh)
+  # Tasks that generate (a GAN) show samples at every eval.
+  sample_fn = (jax.jit(task.samples, out_shardings=mesh_lib.replicated(mesh))
+               if hasattr(task, 'samples') else None)
 
   def evaluate(params) -> dict[str, float]:
     sums = None
@@ -184,6 +189,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         pending = None
       final = evaluate(state.params)
       writer.write(step, 'eval', final)
+      if sample_fn is not None:
+        writer.write_images(step, 'samples', np.asarray(sample_fn(
+            state.params, jax.random.fold_in(state.rng, step))))
     if step % config.checkpoint_every == 0 or is_last:
       ckpt.save(manager, step, state, train_iter.get_state(),
                 {'step': step, 'model': config.model.name})
