@@ -8,19 +8,21 @@ The public surface, each piece usable alone:
   make_train_step, make_eval_step   pure steps to jit over a mesh
   make_mesh              ('data', 'fsdp', 'tensor') mesh from config.mesh
   ConfigError            raised for mistakes a user can fix
+  Preempted, NonFiniteError   how a run that must stop early ends
 """
 
 from bigml_jax.config import ConfigError, validate_config
 from bigml_jax.models import MODELS, build_model
 from bigml_jax.parallel.mesh import make_mesh
 from bigml_jax.tasks import ClassificationTask
-from bigml_jax.training.loop import train_and_evaluate
+from bigml_jax.training.loop import NonFiniteError, Preempted, train_and_evaluate
 from bigml_jax.training.optim import make_optimizer
 from bigml_jax.training.state import TrainState
 from bigml_jax.training.step import make_eval_step, make_train_step
 
 __all__ = [
-    'ClassificationTask', 'ConfigError', 'MODELS', 'TrainState', 'build_model',
+    'ClassificationTask', 'ConfigError', 'MODELS', 'NonFiniteError', 'Preempted',
+    'TrainState', 'build_model',
     'make_eval_step', 'make_mesh', 'make_optimizer', 'make_train_step',
     'train_and_evaluate', 'validate_config',
 ]

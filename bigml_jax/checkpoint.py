@@ -1,16 +1,26 @@
 """Orbax checkpoints: one directory per step holding the train state, the data
 iterator's position and run metadata, saved asynchronously.
 
+A half-written save never looks like a checkpoint (Orbax writes to a temporary
+directory and renames it when complete). A damaged one — truncated files,
+say — is moved aside to `corrupt-STEP-TIME` with a warning and the previous
+step is restored; a checkpoint whose shapes do not fit the model is an error
+that names the parameter, and nothing is touched.
+
 Restoring goes through an abstract target whose `ShapeDtypeStruct`s carry the
 *current* shardings, so a checkpoint written on 8 devices restores onto 1 or
 onto another mesh layout (Orbax reshards while reading).
 """
 
 import os
+import time
 from typing import Any
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
+
+from bigml_jax.config import ConfigError
 
 
 def make_manager(directory: str, max_to_keep: int) -> ocp.CheckpointManager:
@@ -18,7 +28,12 @@ def make_manager(directory: str, max_to_keep: int) -> ocp.CheckpointManager:
   `max_to_keep` steps."""
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, enable_async_checkpointing=True, create=True)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  # Declaring the items lets metadata be read before any save or restore.
+  handlers = {'state': ocp.StandardCheckpointHandler(),
+              'data': ocp.JsonCheckpointHandler(),
+              'metadata': ocp.JsonCheckpointHandler()}
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                               item_handlers=handlers)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any,
@@ -50,3 +65,63 @@ def restore(manager: ocp.CheckpointManager, step: int, target: Any
       data=ocp.args.JsonRestore(),
       metadata=ocp.args.JsonRestore()))
   return restored.state, restored.data, restored.metadata
+
+
+def _path_str(path) -> str:
+  parts = []
+  for key in path:
+    for attr in ('key', 'name', 'idx'):
+      if hasattr(key, attr):
+        parts.append(str(getattr(key, attr)))
+        break
+  return '/'.join(parts)
+
+
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+  leaves = jax.tree_util.tree_flatten_with_path(
+      tree, is_leaf=lambda x: hasattr(x, 'shape'))[0]
+  return {_path_str(p): tuple(x.shape) for p, x in leaves if hasattr(x, 'shape')}
+
+
+def check_fits(manager: ocp.CheckpointManager, step: int, target: Any) -> None:
+  """Raises ConfigError naming the first parameter whose saved shape differs
+  from the model's (or that only one of them has)."""
+  saved = _shapes(manager.item_metadata(step)['state'].tree)
+  wanted = _shapes(target)
+  for name in sorted(set(saved) | set(wanted)):
+    if saved.get(name) != wanted.get(name):
+      raise ConfigError(
+          f'checkpoint step {step} in {manager.directory} does not fit the '
+          f'model: {name} is {saved.get(name, "absent")} in the checkpoint '
+          f'but {wanted.get(name, "absent")} in the model; use a new --workdir '
+          'or the config that wrote this one')
+
+
+def _move_aside(manager: ocp.CheckpointManager, step: int) -> None:
+  directory = os.fspath(manager.directory)
+  if jax.process_index() == 0:
+    os.rename(os.path.join(directory, str(step)),
+              os.path.join(directory, f'corrupt-{step}-{int(time.time())}'))
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(f'corrupt checkpoint {step}')
+  manager.reload()
+
+
+def restore_latest(manager: ocp.CheckpointManager, target: Any
+                   ) -> tuple[Any, dict[str, Any], dict[str, Any]] | None:
+  """Restores the newest readable checkpoint onto `target`, or None if there
+  is none. Unreadable ones are moved aside (see the module docstring)."""
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      check_fits(manager, step, target)
+      return restore(manager, step, target)
+    except ConfigError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      # Orbax and TensorStore raise many types for damaged files.
+      logging.warning('checkpoint step %d in %s is unreadable (%s: %s); moved '
+                      'aside, trying the previous one', step, manager.directory,
+                      type(e).__name__, str(e).splitlines()[0][:200])
+      _move_aside(manager, step)
+  return None

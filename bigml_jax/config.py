@@ -24,6 +24,9 @@ REQUIRED_FIELDS = (
     'optimizer.weight_decay', 'optimizer.grad_clip_norm', 'mesh.data',
     'mesh.fsdp', 'mesh.tensor',
 )
+# Optional fields (defaults): parallelism 'jit' | 'pmap'; microbatches 1;
+# compute_dtype None (= params' float32) | 'bfloat16'; nan_policy 'stop' |
+# 'skip'; logical_axis_rules (bigml_jax.parallel.mesh.DEFAULT_RULES).
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
 SCHEDULES = ('constant', 'cosine', 'linear')
 
@@ -54,6 +57,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     value = _get(config, field)
     if not isinstance(value, int) or value <= 0:
       raise ConfigError(f'{field} must be a positive integer, got {value!r}')
+  for field, allowed in (('parallelism', ('jit', 'pmap')),
+                         ('nan_policy', ('stop', 'skip')),
+                         ('compute_dtype', (None, '', 'float32', 'bfloat16',
+                                            'float16'))):
+    if config.get(field, allowed[0]) not in allowed:
+      raise ConfigError(f'{field} {config.get(field)!r} is unknown; use one of '
+                        f'{", ".join(a for a in allowed if a)}')
+  microbatches = config.get('microbatches', 1)
+  if not isinstance(microbatches, int) or microbatches <= 0:
+    raise ConfigError(f'microbatches must be a positive integer, got '
+                      f'{microbatches!r}')
   if not 0 <= opt.warmup_steps <= config.total_steps:
     raise ConfigError(f'optimizer.warmup_steps {opt.warmup_steps} must be in '
                       f'[0, total_steps={config.total_steps}]')

@@ -79,8 +79,12 @@ def main(argv):
   call_time = time.time()
   try:
     result = bigml_jax.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except bigml_jax.ConfigError as e:
+  except (bigml_jax.ConfigError, bigml_jax.NonFiniteError) as e:
     _fail(e)
+  except bigml_jax.Preempted as e:
+    # 143 = 128 + SIGTERM: what schedulers expect from a preempted job.
+    print(f'preempted: {e}', file=sys.stderr, flush=True)
+    sys.exit(143)
   if 'time_to_first_step_s' in result:
     logging.info('time from command start to the first train step: %.1fs',
                  result['time_to_first_step_s'] + call_time - _START)

@@ -1,11 +1,13 @@
 """train_and_evaluate(config, workdir): one run, read top to bottom.
 
-config -> mesh -> data -> task -> sharded state (restored or fresh) -> jitted
+config -> mesh -> data -> task -> sharded state (restored or fresh) -> compiled
 steps -> loop with logging, eval and checkpoints. Rerunning with the same
-workdir resumes from its latest checkpoint.
+workdir resumes from its latest good checkpoint; SIGTERM/SIGINT end the run
+with a checkpoint at the current step.
 """
 
 import os
+import signal
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,13 +26,22 @@ from bigml_jax.metrics import MetricWriter
 from bigml_jax.parallel import mesh as mesh_lib
 from bigml_jax.parallel import multihost
 from bigml_jax.tasks import build_task
+from bigml_jax.training import perf
 from bigml_jax.training import step as step_lib
 from bigml_jax.training.optim import make_optimizer
 from bigml_jax.training.state import TrainState
 
 
+class Preempted(Exception):
+  """Raised after a SIGTERM/SIGINT once the current step is checkpointed."""
+
+
+class NonFiniteError(FloatingPointError):
+  """A non-finite loss or gradient, with nan_policy='stop'."""
+
+
 def _make_workdir(workdir: str) -> str:
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  workdir = os.path.abspath(os.path.expanduser(str(workdir)))
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
@@ -47,6 +58,38 @@ def _bytes_per_device(tree: Any) -> int:
   return sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(tree))
 
 
+class _StopSignal:
+  """Turns SIGTERM/SIGINT into a flag the loop checks between steps."""
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # Not the main thread: leave signals alone.
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.received = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+  def should_stop(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      # Every process must stop at the same step to save collectively.
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      return (self.received is not None or
+              multihost_utils.reached_preemption_sync_point(step))
+    return self.received is not None
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        devices: Sequence[jax.Device] | None = None
                        ) -> dict[str, float]:
@@ -59,17 +102,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     devices: devices to build the mesh over (default: all of them).
 
   Returns:
-    Final metrics: eval_loss, eval_accuracy, train_loss, step,
-    time_to_first_step_s (from this call to the end of the first train step)
-    and examples_per_sec (median over log windows after the first).
+    Final metrics: eval_loss, eval_accuracy (and the task's other eval
+    metrics as eval_*), train_loss, step, time_to_first_step_s (from this
+    call to the end of the first train step) and examples_per_sec (median
+    over log windows after the first).
+
+  Raises:
+    ConfigError: for mistakes in the config or workdir (nothing is written).
+    Preempted: after SIGTERM/SIGINT, once the current step is checkpointed.
+    NonFiniteError: a non-finite loss or gradient with nan_policy='stop'.
   """
   start_time = time.time()
   validate_config(config)
   workdir = _make_workdir(workdir)
+  use_pmap = config.get('parallelism', 'jit') == 'pmap'
+  compute_dtype = config.get('compute_dtype') or None
+  microbatches = config.get('microbatches', 1)
 
   # Mesh
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   mesh_lib.check_batch_size(config.batch_size, mesh)
+  if config.batch_size % (microbatches * mesh_lib.data_parallel_size(mesh)):
+    raise ConfigError(
+        f'batch_size {config.batch_size} does not split into {microbatches} '
+        f'microbatches on {mesh_lib.data_parallel_size(mesh)} data-parallel '
+        'devices; use a multiple of '
+        f'{microbatches * mesh_lib.data_parallel_size(mesh)}')
+  if use_pmap and (mesh.shape['fsdp'] > 1 or mesh.shape['tensor'] > 1):
+    raise ConfigError('parallelism=pmap is data parallel only; set '
+                      'mesh.fsdp=1 and mesh.tensor=1 (or use parallelism=jit)')
   rules = tuple(config.get('logical_axis_rules') or mesh_lib.DEFAULT_RULES)
 
   # Data
@@ -104,47 +165,79 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # Load checkpoint, or init
   manager = ckpt.make_manager(os.path.join(workdir, 'checkpoints'),
                               config.max_to_keep)
-  latest = manager.latest_step()
-  if latest is None:
+  target = ckpt.abstract_with_shardings(nn.unbox(abstract), shardings)
+  restored = ckpt.restore_latest(manager, target)
+  if restored is None:
     state = init_fn(rng)
   else:
-    target = ckpt.abstract_with_shardings(nn.unbox(abstract), shardings)
-    state, data_state, _ = ckpt.restore(manager, latest, target)
+    state, data_state, _ = restored
     train_iter.set_state(data_state)
-    logging.info('resumed from %s at step %d', manager.directory, latest)
+    logging.info('resumed from %s at step %d', manager.directory,
+                 int(state.step))
   if multihost.is_primary():
     save_config(config, workdir)
   start_step = int(state.step)
 
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  logging.info('mesh %s; %d parameters; per device: params %.2f MB, '
-               'optimizer state %.2f MB', dict(mesh.shape), num_params,
+  logging.info('mesh %s (%s); %d parameters; per device: params %.2f MB, '
+               'optimizer state %.2f MB', dict(mesh.shape),
+               'pmap' if use_pmap else 'jit', num_params,
                _bytes_per_device(state.params) / 1e6,
                _bytes_per_device(state.opt_state) / 1e6)
 
   # Compile steps
-  make_step = getattr(task, 'make_train_step', None)
-  train_step = step_lib.jit_train_step(
-      make_step(tx) if make_step else step_lib.make_train_step(task, tx),
-      shardings, mesh)
+  if hasattr(task, 'make_train_step'):
+    step_fn = task.make_train_step(tx)
+  else:
+    step_fn = step_lib.make_train_step(
+        task, tx, microbatches=microbatches, compute_dtype=compute_dtype,
+        axis_name=step_lib.PMAP_AXIS if use_pmap else None)
   eval_step = step_lib.jit_eval_step(
-      step_lib.make_eval_step(task), shardings.params, mesh)
+      step_lib.make_eval_step(task, compute_dtype=compute_dtype),
+      shardings.params, mesh)
   batch_sharding = mesh_lib.batch_sharding(mesh)
+  if use_pmap:
+    local = list(mesh.local_devices)
+    train_step = jax.pmap(step_fn, axis_name=step_lib.PMAP_AXIS,
+                          donate_argnums=0, devices=local)
+    state = jax.tree.map(
+        lambda x: np.broadcast_to(np.asarray(x), (len(local),) + x.shape),
+        state)
+    to_device = lambda b: jax.tree.map(
+        lambda x: x.reshape(len(local), -1, *x.shape[1:]), b)
+    unreplicate = lambda tree: jax.tree.map(lambda x: x[0], tree)
+  else:
+    train_step = step_lib.jit_train_step(step_fn, shardings, mesh)
+    to_device = lambda b: multihost.global_batch(b, batch_sharding)
+    unreplicate = lambda tree: tree
   # Tasks that generate (a GAN) show samples at every eval.
   sample_fn = (jax.jit(task.samples, out_shardings=mesh_lib.replicated(mesh))
                if hasattr(task, 'samples') else None)
 
+  def host_state():
+    """The state as jit/Orbax see it (pmap keeps one copy per device)."""
+    return jax.device_put(unreplicate(state), shardings) if use_pmap else state
+
   def evaluate(params) -> dict[str, float]:
     sums = None
-    for local in pipeline.eval_batches(
+    for local_batch in pipeline.eval_batches(
         sources.eval, preprocess, global_batch_size=config.batch_size,
         process_index=jax.process_index(), process_count=jax.process_count()):
-      m = eval_step(params, multihost.global_batch(local, batch_sharding))
+      m = eval_step(params, multihost.global_batch(local_batch, batch_sharding))
       sums = m if sums is None else step_lib.add_metrics(sums, m)
     return task.summarize(jax.device_get(sums))
 
+  def save(step):
+    ckpt.save(manager, step, host_state(), train_iter.get_state(),
+              {'step': step, 'model': config.model.get('name', '')})
+
   # Train loop. Metrics of a log step are fetched only after the next step is
   # dispatched, so the device never idles waiting for the host.
+  first_batch = to_device(next(train_iter))
+  flops = None
+  if not use_pmap:  # Compile ahead to show memory use before the first step.
+    train_step, flops = perf.compile_and_report(train_step, state, first_batch)
+  peak = perf.peak_flops_per_device(mesh.devices.flat[0])
   writer = MetricWriter(workdir, enabled=multihost.is_primary(),
                         total_steps=config.total_steps,
                         initial_step=start_step)
@@ -157,6 +250,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     nonlocal last_log
     log_step, log_sums = pending
     values = jax.device_get(log_sums)
+    if values.get('nonfinite', 0) > 0:
+      bad = int(values['min_nonfinite_step'])
+      if config.get('nan_policy', 'stop') == 'stop':
+        raise NonFiniteError(
+            f'non-finite loss or gradient at step {bad}; the update was not '
+            'applied and no non-finite state was saved. Lower the learning '
+            'rate, clip gradients, or set nan_policy=skip')
+      logging.warning('skipped %d non-finite update(s), first at step %d',
+                      int(values['nonfinite']), bad)
     now = time.time()
     steps = log_step - last_log[0]
     rate = steps / max(now - last_log[1], 1e-9)
@@ -166,46 +268,59 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       rates.append(rate * config.batch_size)
     last_log = (log_step, now)
     train = task.summarize(values)
-    train['grad_norm'] = values['grad_norm_sum'] / values['steps']
+    train['grad_norm'] = values['grad_norm_sum'] / max(values['steps'], 1.0)
     result['train_loss'] = train['loss']
+    train.update(perf.throughput(rate, config.batch_size, mesh.devices.size,
+                                 flops, peak))
     writer.write(log_step, 'train', dict(
-        train, learning_rate=float(schedule(log_step - 1)), steps_per_sec=rate,
-        examples_per_sec=rate * config.batch_size))
+        train, learning_rate=float(schedule(log_step - 1))))
 
-  for step in range(start_step + 1, config.total_steps + 1):
-    batch = multihost.global_batch(next(train_iter), batch_sharding)
-    state, metrics = train_step(state, batch)
-    sums = metrics if sums is None else step_lib.add_metrics(sums, metrics)
-    if pending is not None:
-      flush(pending)
-      pending = None
-    is_last = step == config.total_steps
-    if step % config.log_every == 0 or step == start_step + 1 or is_last:
-      pending, sums = (step, sums), None
-    writer.advance(step)
-    if step % config.eval_every == 0 or is_last:
+  with _StopSignal() as stop:
+    for step in range(start_step + 1, config.total_steps + 1):
+      batch = first_batch if step == start_step + 1 else to_device(
+          next(train_iter))
+      state, metrics = train_step(state, batch)
+      metrics = unreplicate(metrics)
+      sums = metrics if sums is None else step_lib.add_metrics(sums, metrics)
       if pending is not None:
         flush(pending)
         pending = None
-      final = evaluate(state.params)
-      writer.write(step, 'eval', final)
-      if sample_fn is not None:
-        writer.write_images(step, 'samples', np.asarray(sample_fn(
-            state.params, jax.random.fold_in(state.rng, step))))
-    if step % config.checkpoint_every == 0 or is_last:
-      ckpt.save(manager, step, state, train_iter.get_state(),
-                {'step': step, 'model': config.model.name})
+      is_last = step == config.total_steps
+      if step % config.log_every == 0 or step == start_step + 1 or is_last:
+        pending, sums = (step, sums), None
+      writer.advance(step)
+      boundary = (step % config.eval_every == 0 or
+                  step % config.checkpoint_every == 0 or is_last)
+      preempted = stop.should_stop(step)
+      if (boundary or preempted) and pending is not None:
+        # Checked before any save: a non-finite run stops here, unsaved.
+        flush(pending)
+        pending = None
+      if step % config.eval_every == 0 or is_last:
+        final = evaluate(host_state().params)
+        writer.write(step, 'eval', final)
+        if sample_fn is not None:
+          writer.write_images(step, 'samples', np.asarray(sample_fn(
+              host_state().params, jax.random.fold_in(rng, step))))
+      if step % config.checkpoint_every == 0 or is_last or preempted:
+        save(step)
+      if preempted:
+        manager.wait_until_finished()
+        writer.close()
+        raise Preempted(
+            f'stopped by {stop.received or "preemption"} at step {step}; '
+            'checkpoint saved, rerun the same command to resume')
   if pending is not None:
     flush(pending)
 
   if final is None:
     logging.info('workdir already holds the final step %d', start_step)
-    final = evaluate(state.params)
+    final = evaluate(host_state().params)
   manager.wait_until_finished()
   manager.close()
   writer.close()
-  result.update(step=int(state.step), eval_loss=final['loss'],
-                eval_accuracy=final['accuracy'])
+  result['step'] = int(unreplicate(state).step)
+  result.update({f'eval_{k}': v for k, v in final.items()})
   if rates:
     result['examples_per_sec'] = float(np.median(rates))
   return result

@@ -1,8 +1,14 @@
-"""Train and eval steps, compiled with `jax.jit` over the mesh.
+"""Train and eval steps: `jax.jit` over the mesh (main path) or `jax.pmap`.
 
 A step is a pure function (state, batch) -> (state, metrics). Metrics are sums
 (see the task), so the loop can add them up on device between log steps and
-never wait on the host.
+never wait on the host. Options shared by both paths:
+  microbatches: gradient accumulation, k microbatches scanned inside the step;
+  compute_dtype: e.g. bfloat16 forward/backward over float32 params and
+    optimizer state (params are cast per step, gradients flow back in f32);
+  a non-finite loss, gradient or updated parameter never reaches the state: the update is
+    skipped and counted ('nonfinite', 'min_nonfinite_step') so the loop can
+    stop with the step's number or carry on, by config.
 """
 
 from typing import Any
@@ -16,34 +22,108 @@ from bigml_jax.parallel import mesh as mesh_lib
 from bigml_jax.training.state import TrainState
 
 Metrics = dict[str, jax.Array]
+NO_STEP = jnp.iinfo(jnp.int32).max
 
 
-def make_train_step(task: Any, tx: optax.GradientTransformation):
-  """Returns train_step(state, batch) -> (state, metrics), not yet jitted."""
+def _cast_floats(tree, dtype):
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+      tree)
+
+
+def _split_microbatches(batch, k: int):
+  def split(x):
+    if x.shape[0] % k:
+      raise ValueError(f'batch of {x.shape[0]} does not split into {k} '
+                       'microbatches; make batch_size a multiple of '
+                       'microbatches x data-parallel size')
+    return x.reshape(k, x.shape[0] // k, *x.shape[1:])
+  return jax.tree.map(split, batch)
+
+
+def make_grad_fn(task: Any, *, microbatches: int = 1, compute_dtype=None):
+  """Returns grad_fn(params, batch, rng) -> (grads, metric sums).
+
+  With k microbatches, gradients are the mean of the k microbatch gradients
+  (each a mean over its examples), which equals the gradient over the whole
+  batch; metric sums add up exactly.
+  """
+
+  def loss_fn(params, batch, rng):
+    if compute_dtype is not None:
+      params = _cast_floats(params, compute_dtype)
+      batch = _cast_floats(batch, compute_dtype)
+    return task.loss_and_metrics(params, batch, rng, train=True)
+
+  grad = jax.grad(loss_fn, has_aux=True)
+  if microbatches == 1:
+    return grad
+
+  def grad_fn(params, batch, rng):
+    def accumulate(carry, xs):
+      i, micro = xs
+      g, m = grad(params, micro, jax.random.fold_in(rng, i))
+      return jax.tree.map(jnp.add, carry, (g, m)), None
+
+    micro = _split_microbatches(batch, microbatches)
+    zeros = jax.tree.map(
+        jnp.zeros_like, jax.eval_shape(grad, params,
+                                       jax.tree.map(lambda x: x[0], micro),
+                                       rng))
+    (g, m), _ = jax.lax.scan(accumulate, zeros,
+                             (jnp.arange(microbatches), micro))
+    return jax.tree.map(lambda x: x / microbatches, g), m
+
+  return grad_fn
+
+
+def make_train_step(task: Any, tx: optax.GradientTransformation, *,
+                    microbatches: int = 1, compute_dtype=None,
+                    axis_name: str | None = None):
+  """Returns train_step(state, batch) -> (state, metrics), not yet compiled.
+
+  `axis_name` is the pmap axis: gradients are averaged and metric sums added
+  over it. Under jit the mesh shardings do that implicitly.
+  """
+  grad_fn = make_grad_fn(task, microbatches=microbatches,
+                         compute_dtype=compute_dtype)
 
   def train_step(state: TrainState, batch) -> tuple[TrainState, Metrics]:
     rng = jax.random.fold_in(state.rng, state.step)
-
-    def loss_fn(params):
-      return task.loss_and_metrics(params, batch, rng, train=True)
-
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
+    if axis_name is not None:  # Per-device dropout masks, as in pmap code.
+      rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+    grads, metrics = grad_fn(state.params, batch, rng)
+    if axis_name is not None:
+      grads = jax.lax.pmean(grads, axis_name)
+      metrics = jax.lax.psum(metrics, axis_name)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, grad_norm_sum=optax.tree.norm(grads),
-                   steps=jnp.ones((), jnp.float32))
-    new_state = state.replace(step=state.step + 1, params=params,
-                              opt_state=opt_state)
+    # An update can overflow even from finite gradients (a huge step size).
+    finite = (jnp.isfinite(grad_norm) & jnp.isfinite(metrics['loss_sum']) &
+              jnp.isfinite(optax.tree.norm(params)))
+    keep = lambda new, old: jax.tree.map(
+        lambda n, o: jnp.where(finite, n, o), new, old)
+    metrics = dict(
+        metrics, grad_norm_sum=jnp.where(finite, grad_norm, 0.0),
+        steps=jnp.ones((), jnp.float32),
+        nonfinite=(~finite).astype(jnp.float32),
+        min_nonfinite_step=jnp.where(finite, NO_STEP, state.step + 1))
+    new_state = state.replace(step=state.step + 1,
+                              params=keep(params, state.params),
+                              opt_state=keep(opt_state, state.opt_state))
     return new_state, metrics
 
   return train_step
 
 
-def make_eval_step(task: Any):
-  """Returns eval_step(params, batch) -> metric sums, not yet jitted."""
+def make_eval_step(task: Any, *, compute_dtype=None):
+  """Returns eval_step(params, batch) -> metric sums, not yet compiled."""
 
   def eval_step(params, batch) -> Metrics:
+    if compute_dtype is not None:
+      params = _cast_floats(params, compute_dtype)
+      batch = _cast_floats(batch, compute_dtype)
     _, metrics = task.loss_and_metrics(params, batch, jax.random.key(0),
                                        train=False)
     return metrics
@@ -68,8 +148,18 @@ def jit_eval_step(eval_step, param_shardings, mesh: Mesh):
       out_shardings=mesh_lib.replicated(mesh))
 
 
+PMAP_AXIS = 'batch'
+
+
+def pmap_train_step(train_step):
+  """The classic data-parallel step: state replicated on every local device,
+  batch [devices, per_device_batch, ...]; metrics come back per device (all
+  equal after the psum)."""
+  return jax.pmap(train_step, axis_name=PMAP_AXIS, donate_argnums=0)
+
+
 @jax.jit
 def add_metrics(total: Metrics, new: Metrics) -> Metrics:
-  """Running sums, on device: dispatching this never blocks the host."""
-  return jax.tree.map(jnp.add, total, new)
-
+  """Running sums (minima for 'min_*'), on device: never blocks the host."""
+  return {k: (jnp.minimum if k.startswith('min_') else jnp.add)(total[k], new[k])
+          for k in total}

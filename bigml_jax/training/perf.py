@@ -1,0 +1,58 @@
+"""What a step costs: compiled memory, FLOPs, throughput and MFU.
+
+MFU = (FLOPs per step per device, from XLA's cost analysis of the compiled,
+partitioned step) x steps/s / (the device's peak FLOP/s). Peaks are dense
+bf16 figures from the vendors' data sheets; unknown devices (CPUs) get no MFU.
+"""
+
+from absl import logging
+import jax
+
+# Dense bf16 peak FLOP/s per device (per chip for TPUs).
+PEAK_FLOPS = (
+    ('TPU v4', 275e12),
+    ('TPU v5 lite', 197e12), ('TPU v5e', 197e12),
+    ('TPU v5p', 459e12), ('TPU v5', 459e12),
+    ('TPU v6 lite', 918e12), ('TPU v6e', 918e12),
+    ('A100', 312e12),
+    ('H100', 989e12),
+    ('H200', 989e12),
+)
+
+
+def peak_flops_per_device(device: jax.Device) -> float | None:
+  kind = device.device_kind
+  for name, peak in PEAK_FLOPS:
+    if name.lower() in kind.lower():
+      return peak
+  return None
+
+
+def compile_and_report(jitted, *args):
+  """Compiles `jitted` for `args`, logs its memory analysis; returns the
+  compiled step and its FLOPs per device (None if XLA does not say)."""
+  compiled = jitted.lower(*args).compile()
+  memory = compiled.memory_analysis()
+  if memory is not None:
+    logging.info(
+        'compiled step per device: arguments %.2f MB, outputs %.2f MB, '
+        'temporaries %.2f MB, generated code %.2f MB',
+        memory.argument_size_in_bytes / 1e6, memory.output_size_in_bytes / 1e6,
+        memory.temp_size_in_bytes / 1e6,
+        memory.generated_code_size_in_bytes / 1e6)
+  cost = compiled.cost_analysis()
+  if isinstance(cost, list):  # Older jax: one dict per module.
+    cost = cost[0] if cost else None
+  flops = float(cost['flops']) if cost and cost.get('flops', 0) > 0 else None
+  return compiled, flops
+
+
+def throughput(steps_per_sec: float, batch_size: int, num_devices: int,
+               flops: float | None, peak: float | None) -> dict[str, float]:
+  """Rates for a log line; 'mfu' only when both FLOPs and peak are known."""
+  out = {'steps_per_sec': steps_per_sec,
+         'examples_per_sec': steps_per_sec * batch_size,
+         'examples_per_sec_per_device': steps_per_sec * batch_size / num_devices}
+  if flops and peak:
+    out['mfu'] = flops * steps_per_sec / peak
+  return out
