@@ -23,11 +23,21 @@ import orbax.checkpoint as ocp
 from bigml_jax.config import ConfigError
 
 
+class SaveError(OSError):
+  """A checkpoint could not be written (disk full, permissions, ...)."""
+
+
+def _first_line(e: Exception) -> str:
+  lines = [l for l in str(e).splitlines() if l.strip()]
+  return (lines[-1] if lines else type(e).__name__)[:300]
+
+
 def make_manager(directory: str, max_to_keep: int) -> ocp.CheckpointManager:
   """A CheckpointManager in `directory` (created), async, keeping the last
   `max_to_keep` steps."""
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, enable_async_checkpointing=True, create=True)
+      max_to_keep=max_to_keep, enable_async_checkpointing=True, create=True,
+      cleanup_tmp_directories=True)
   # Declaring the items lets metadata be read before any save or restore.
   handlers = {'state': ocp.StandardCheckpointHandler(),
               'data': ocp.JsonCheckpointHandler(),
@@ -42,11 +52,30 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any,
 
   Every process must call this (saving is collective); the arrays are copied
   off device before it returns, so the caller may donate `state` right after.
+  Raises SaveError if this save, or the previous async one, failed.
   """
-  return manager.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      data=ocp.args.JsonSave(data_state),
-      metadata=ocp.args.JsonSave(metadata)), force=True)
+  try:
+    return manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave(data_state),
+        metadata=ocp.args.JsonSave(metadata)), force=True)
+  except Exception as e:  # pylint: disable=broad-except
+    raise SaveError(_save_failed(manager, e)) from e
+
+
+def _save_failed(manager, e: Exception) -> str:
+  kept = ', '.join(str(s) for s in manager.all_steps()) or 'none'
+  return (f'saving a checkpoint in {manager.directory} failed '
+          f'({_first_line(e)}); the complete checkpoints ({kept}) are intact: '
+          'free disk space and rerun the same command to resume')
+
+
+def wait(manager: ocp.CheckpointManager) -> None:
+  """Blocks until async saves have landed; SaveError if one failed."""
+  try:
+    manager.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except
+    raise SaveError(_save_failed(manager, e)) from e
 
 
 def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
@@ -88,7 +117,9 @@ def check_fits(manager: ocp.CheckpointManager, step: int, target: Any) -> None:
   from the model's (or that only one of them has)."""
   saved = _shapes(manager.item_metadata(step)['state'].tree)
   wanted = _shapes(target)
-  for name in sorted(set(saved) | set(wanted)):
+  # Parameters first: the optimizer state mirrors them.
+  for name in sorted(set(saved) | set(wanted),
+                     key=lambda n: (not n.startswith('params'), n)):
     if saved.get(name) != wanted.get(name):
       raise ConfigError(
           f'checkpoint step {step} in {manager.directory} does not fit the '

@@ -21,6 +21,8 @@ from ml_collections import config_flags
 import tensorflow_datasets as tfds
 
 import bigml_jax
+import bigml_jax.checkpoint
+import bigml_jax.parallel.multihost
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file (experiments/configs/NAME.py).',
@@ -28,6 +30,12 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Directory for config.json, metrics, TensorBoard events '
     'and checkpoints; a workdir with checkpoints resumes.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'host:port of process 0, to run several '
+    'processes by hand (SLURM and TPU pods are detected without it).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      'Processes in the run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, "This process's index.")
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -75,11 +83,17 @@ def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_quiet_libraries)
+  try:
+    bigml_jax.parallel.multihost.initialize(
+        _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  except ValueError as e:
+    _fail(e)
   tfds.disable_progress_bar()
   call_time = time.time()
   try:
     result = bigml_jax.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (bigml_jax.ConfigError, bigml_jax.NonFiniteError) as e:
+  except (bigml_jax.ConfigError, bigml_jax.NonFiniteError,
+          bigml_jax.checkpoint.SaveError) as e:
     _fail(e)
   except bigml_jax.Preempted as e:
     # 143 = 128 + SIGTERM: what schedulers expect from a preempted job.

@@ -100,7 +100,7 @@ def test_flagfile_sets_run_flags(tmp_path, data_dir):
     (('--config.batch_size=abc',),
      "error: flag --config.batch_size=abc: invalid literal for int()"),
     (('--config.model.name=resnet',),
-     "error: model.name 'resnet' is unknown; known models: cnn, mlp"),
+     "error: model.name 'resnet' is unknown; known models: bert, cnn"),
     (('--config.dataset.name=imagenet2012',),
      "error: dataset 'imagenet2012' is not prepared under"),
     (('--config.batch_size=6', '--config.mesh.data=4'),

@@ -9,6 +9,13 @@ iterator's `get_state()` (saved in checkpoints) is just a position.
 Eval: the whole split once, in order, padded to full global batches; `mask`
 is 1 for real examples and 0 for padding, so each example counts exactly once.
 
+Text datasets (a `text` feature) are tokenized once at load, with a tokenizer
+trained on the train split (or read back from the run's workdir), and the
+sources then hold token ids, so both pipelines above serve them unchanged:
+  with a label: {'tokens': int32 [max_length], padded with PAD_ID 0, 'label'};
+  without (LM): {'tokens': int32 [max_length + 1]}, consecutive windows of one
+    stream of the split's documents, `EOS doc EOS doc ... EOS`.
+
 No TensorFlow at run time: `tfds.data_source` reads array_record files with
 the `array_record` package. Catalog datasets (e.g. `mnist`) are used only when
 already prepared on disk: checking the directory first means nothing ever
@@ -22,15 +29,20 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from etils import epath
 import grain
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
 from bigml_jax.config import ConfigError
+from bigml_jax.data import text as text_lib
 from bigml_jax.data.builders import BUILDERS
 
 Batch = dict[str, np.ndarray]
+TOKENS_KEY = 'tokens'
+TOKENIZER_FILE = 'tokenizer.json'
+DEFAULT_MAX_LENGTH = 256
 DEFAULT_DATA_DIR = os.environ.get('TFDS_DATA_DIR',
                                   os.path.join('~', 'tensorflow_datasets'))
 
@@ -59,11 +71,74 @@ class SyntheticSource(Sequence):
 
 
 @dataclasses.dataclass(frozen=True)
+class PaddedTokens(Sequence):
+  """Labelled token sequences; example i is padded with PAD_ID or truncated.
+
+  Yields {'tokens': int32 [max_length], 'label': int32 []}.
+  """
+  ids: Sequence[np.ndarray]
+  labels: np.ndarray
+  max_length: int
+
+  def __len__(self) -> int:
+    return len(self.ids)
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    if not 0 <= index < len(self.ids):
+      raise IndexError(index)
+    ids = self.ids[index][:self.max_length]
+    tokens = np.full(self.max_length, text_lib.PAD_ID, np.int32)
+    tokens[:len(ids)] = ids
+    return {TOKENS_KEY: tokens, 'label': np.int32(self.labels[index])}
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedWindows(Sequence):
+  """Fixed windows of one token stream, for next-token prediction.
+
+  Window i is stream[i*L : i*L + L + 1]: windows overlap by one token, so every
+  token after the first is a target exactly once. Yields {'tokens': int32
+  [L + 1]}. With `pad_last` (eval) the final partial window is kept, padded
+  with PAD_ID (targets the loss ignores); otherwise (train) it is dropped.
+  """
+  stream: np.ndarray
+  max_length: int
+  pad_last: bool = False
+
+  def __len__(self) -> int:
+    targets = max(len(self.stream) - 1, 0)
+    if self.pad_last:
+      return math.ceil(targets / self.max_length)
+    return targets // self.max_length
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    if not 0 <= index < len(self):
+      raise IndexError(index)
+    start = index * self.max_length
+    window = self.stream[start:start + self.max_length + 1]
+    tokens = np.full(self.max_length + 1, text_lib.PAD_ID, np.int32)
+    tokens[:len(window)] = window
+    return {TOKENS_KEY: tokens}
+
+
+@dataclasses.dataclass(frozen=True)
 class Sources:
-  """The splits of one dataset and what the model needs to know about it."""
+  """The splits of one dataset and what the model needs to know about it.
+
+  `num_classes` is None for a language model's text; `vocab_size` and
+  `tokenizer` are set for text only.
+  """
   train: Sequence[Any]
   eval: Sequence[Any]
-  num_classes: int
+  num_classes: int | None = None
+  vocab_size: int | None = None
+  tokenizer: text_lib.Tokenizer | None = None
+
+  @property
+  def fields(self) -> dict[str, int]:
+    """The data's facts for `build_task(config, **sources.fields)`."""
+    facts = {'num_classes': self.num_classes, 'vocab_size': self.vocab_size}
+    return {k: v for k, v in facts.items() if v is not None}
 
 
 def _prepared_version_dir(data_dir: str, name: str) -> str | None:
@@ -71,7 +146,7 @@ def _prepared_version_dir(data_dir: str, name: str) -> str | None:
   return os.path.dirname(infos[-1]) if infos else None
 
 
-def _tfds_sources(cfg: ml_collections.ConfigDict) -> Sources:
+def _tfds_splits(cfg: ml_collections.ConfigDict):
   data_dir = os.path.expanduser(cfg.get('data_dir') or DEFAULT_DATA_DIR)
   name = cfg.name
   if name in BUILDERS:
@@ -96,25 +171,108 @@ def _tfds_sources(cfg: ml_collections.ConfigDict) -> Sources:
     if split not in source:
       raise ConfigError(f'dataset {name!r} has no split {split!r}; its '
                         f'splits: {", ".join(sorted(source))}')
-  label = features[cfg.get('label_key', 'label')]
-  return Sources(source[cfg.train_split], source[cfg.eval_split],
-                 label.num_classes)
+  return source[cfg.train_split], source[cfg.eval_split], features
 
 
-def load_sources(cfg: ml_collections.ConfigDict) -> Sources:
-  """Returns the train and eval sources named by `config.dataset`."""
+def _as_text(value: Any) -> str:
+  value = value.item() if isinstance(value, np.ndarray) else value
+  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
+
+
+def _tokenizer(cfg: ml_collections.ConfigDict, train_texts: Sequence[str],
+               workdir: str | None) -> text_lib.Tokenizer:
+  """The run's tokenizer: read back from `workdir`, else trained and saved."""
+  kind = cfg.get('tokenizer', 'char')
+  if kind not in text_lib.TOKENIZERS:
+    raise ConfigError(f'dataset.tokenizer {kind!r} is unknown; use one of '
+                      f'{", ".join(text_lib.TOKENIZERS)}')
+  path = os.path.join(workdir, TOKENIZER_FILE) if workdir else None
+  if path and epath.Path(path).exists():
+    tokenizer = text_lib.load_tokenizer(path)
+    if tokenizer.kind != kind:
+      raise ConfigError(f'workdir holds a {tokenizer.kind} tokenizer '
+                        f'({path}) but dataset.tokenizer is {kind!r}; set '
+                        f'dataset.tokenizer={tokenizer.kind!r} or use a new '
+                        'workdir')
+    return tokenizer
+  vocab_size = cfg.get('vocab_size')
+  if kind == 'subword' and not vocab_size:
+    raise ConfigError("dataset.tokenizer 'subword' needs dataset.vocab_size, "
+                      'e.g. --config.dataset.vocab_size=1024')
+  try:
+    tokenizer = text_lib.train_tokenizer(kind, train_texts,
+                                         vocab_size=vocab_size)
+  except ValueError as e:
+    raise ConfigError(f'dataset: {e}') from None
+  if path:
+    tokenizer.save(path)
+  return tokenizer
+
+
+def _token_stream(tokenizer: text_lib.Tokenizer,
+                  texts: Sequence[str]) -> np.ndarray:
+  """EOS doc_1 EOS doc_2 ... EOS: the first token of a document is predicted
+  from EOS, and its end is predicted as EOS."""
+  eos = np.array([text_lib.EOS_ID], np.int32)
+  parts = [eos]
+  for ids in tokenizer.encode_batch(texts):
+    parts += [ids, eos]
+  return np.concatenate(parts)
+
+
+def _text_sources(cfg: ml_collections.ConfigDict, train, eval_, features,
+                  workdir: str | None) -> Sources:
+  text_key = cfg.get('text_key', 'text')
+  label_key = cfg.get('label_key', 'label')
+  max_length = cfg.get('max_length', DEFAULT_MAX_LENGTH)
+  if not isinstance(max_length, int) or max_length <= 0:
+    raise ConfigError(f'dataset.max_length must be a positive integer, got '
+                      f'{max_length!r}')
+  records = {split: _read_records(source, range(len(source)))
+             for split, source in (('train', train), ('eval', eval_))}
+  texts = {split: [_as_text(r[text_key]) for r in split_records]
+           for split, split_records in records.items()}
+  # Trained on train text only: eval text stays unseen, as it would be.
+  tokenizer = _tokenizer(cfg, texts['train'], workdir)
+  vocab_size = tokenizer.vocab_size
+  if label_key in features:
+    make = lambda split: PaddedTokens(
+        tokenizer.encode_batch(texts[split]),
+        np.array([int(r[label_key]) for r in records[split]], np.int32),
+        max_length)
+    return Sources(make('train'), make('eval'),
+                   features[label_key].num_classes, vocab_size, tokenizer)
+  return Sources(
+      PackedWindows(_token_stream(tokenizer, texts['train']), max_length),
+      PackedWindows(_token_stream(tokenizer, texts['eval']), max_length,
+                    pad_last=True),
+      None, vocab_size, tokenizer)
+
+
+def load_sources(cfg: ml_collections.ConfigDict,
+                 workdir: str | None = None) -> Sources:
+  """Returns the train and eval sources named by `config.dataset`.
+
+  For text, a tokenizer is trained on the train split; with `workdir` it is
+  saved there as tokenizer.json, and read back from there when present, so a
+  resumed run tokenizes exactly as before.
+  """
   if cfg.name == 'synthetic':
     make = lambda n, seed: SyntheticSource(n, tuple(cfg.shape), cfg.num_classes,
                                            seed)
     return Sources(make(cfg.num_train, 0), make(cfg.num_eval, 1),
                    cfg.num_classes)
   try:
-    return _tfds_sources(cfg)
+    train, eval_, features = _tfds_splits(cfg)
   except tfds.core.registered.DatasetNotFoundError:
     raise ConfigError(
         f'dataset.name {cfg.name!r} is unknown; offline datasets: '
         f'{", ".join(sorted(BUILDERS))}, synthetic, or a prepared TFDS '
         'catalog name') from None
+  if cfg.get('text_key', 'text') in features:
+    return _text_sources(cfg, train, eval_, features, workdir)
+  label = features[cfg.get('label_key', 'label')]
+  return Sources(train, eval_, label.num_classes)
 
 
 def make_preprocess(cfg: ml_collections.ConfigDict):
@@ -122,11 +280,15 @@ def make_preprocess(cfg: ml_collections.ConfigDict):
 
   Works on one example ([H, W, C] image) or a stacked batch ([B, H, W, C]):
   batches are preprocessed whole, which is far cheaper than per example.
+  Text examples, already token ids (see `load_sources`), become int32 as
+  they are.
   """
   image_key = cfg.get('image_key', 'image')
   label_key = cfg.get('label_key', 'label')
 
   def preprocess(example: dict[str, Any]) -> Batch:
+    if TOKENS_KEY in example:
+      return {k: np.asarray(v, np.int32) for k, v in example.items()}
     image = np.asarray(example[image_key])
     if np.issubdtype(image.dtype, np.integer):
       image = image.astype(np.float32) / 255.0
@@ -136,13 +298,16 @@ def make_preprocess(cfg: ml_collections.ConfigDict):
   return preprocess
 
 
-def _read_batch(source: Sequence[Any], preprocess,
-                indices: Sequence[int]) -> Batch:
+def _read_records(source: Sequence[Any], indices: Sequence[int]) -> list[Any]:
   indices = [int(i) for i in indices]
   if hasattr(source, '__getitems__'):
-    records = source.__getitems__(indices)
-  else:
-    records = [source[i] for i in indices]
+    return source.__getitems__(indices)
+  return [source[i] for i in indices]
+
+
+def _read_batch(source: Sequence[Any], preprocess,
+                indices: Sequence[int]) -> Batch:
+  records = _read_records(source, indices)
   return preprocess({k: np.stack([np.asarray(r[k]) for r in records])
                      for k in records[0]})
 

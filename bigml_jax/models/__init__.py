@@ -10,11 +10,26 @@ import ml_collections
 
 from bigml_jax.config import ConfigError
 from bigml_jax.models.cnn import CNN
+from bigml_jax.models.conv_attention import ConvAttentionCNN
+from bigml_jax.models.gan import (DCGANDiscriminator, DCGANGenerator,
+                                  MLPDiscriminator, MLPGenerator)
 from bigml_jax.models.mlp import MLP
+from bigml_jax.models.rnn import RNNClassifier
+from bigml_jax.models.transformer import BertClassifier, GPTLM
+from bigml_jax.models.vit import ViT
 
 MODELS: dict[str, type[nn.Module]] = {
     'mlp': MLP,
     'cnn': CNN,
+    'rnn_classifier': RNNClassifier,
+    'bert': BertClassifier,
+    'gpt': GPTLM,
+    'vit': ViT,
+    'conv_attention_cnn': ConvAttentionCNN,
+    'dcgan_generator': DCGANGenerator,
+    'dcgan_discriminator': DCGANDiscriminator,
+    'mlp_generator': MLPGenerator,
+    'mlp_discriminator': MLPDiscriminator,
 }
 
 

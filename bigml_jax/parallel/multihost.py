@@ -5,6 +5,9 @@ the slices into one `jax.Array` laid out by a sharding. On one process this is
 a plain (sharded) device transfer.
 """
 
+import os
+
+from absl import logging
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
@@ -21,3 +24,35 @@ def global_batch(local_batch: dict[str, np.ndarray],
 def is_primary() -> bool:
   """True on the process that writes logs, metrics and config files."""
   return jax.process_index() == 0
+
+
+def _cluster_detected() -> bool:
+  """A multi-process launch that jax.distributed can read by itself: SLURM
+  with several tasks, or a multi-host TPU slice."""
+  if int(os.environ.get('SLURM_NTASKS', '1')) > 1:
+    return True
+  return ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')
+
+
+def initialize(coordinator_address: str | None = None,
+               num_processes: int | None = None,
+               process_id: int | None = None) -> None:
+  """Starts JAX's multi-controller runtime when the run has several processes.
+
+  Explicit arguments (all three) start it by hand — e.g. two processes on one
+  machine; otherwise it starts only where a cluster is detected (SLURM, TPU
+  pod slices) and jax.distributed reads the topology itself. A single
+  process does nothing. Must run before anything touches a device.
+  """
+  explicit = coordinator_address is not None
+  if explicit and (num_processes is None or process_id is None):
+    raise ValueError('--coordinator_address needs --num_processes and '
+                     '--process_id too')
+  if not explicit and not _cluster_detected():
+    return
+  # CPU devices (if any are used) talk across processes through gloo.
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  logging.info('process %d of %d; %d local of %d devices', jax.process_index(),
+               jax.process_count(), jax.local_device_count(),
+               jax.device_count())

@@ -1,7 +1,7 @@
 """Tasks: what is optimised — loss, metrics and, where it differs from the
 default (loss -> grad -> update), the train step itself.
 
-`build_task(config, num_classes=...)` returns `TASKS[config.task]` built with
+`build_task(config, **sources.fields)` returns `TASKS[config.task]` built with
 its model(s) from `config.model`. A task provides:
   init(rng, batch) -> params (boxed with logical axis names)
   loss_and_metrics(params, batch, rng, train) -> (loss, metric sums)
@@ -13,14 +13,19 @@ import ml_collections
 
 from bigml_jax.config import ConfigError
 from bigml_jax.tasks.classification import ClassificationTask
+from bigml_jax.tasks.gan import GanTask
+from bigml_jax.tasks.lm import LMTask
 
-TASKS = {'classification': ClassificationTask}
+TASKS = {'classification': ClassificationTask, 'lm': LMTask,
+         'gan': GanTask}
 
 
 def build_task(config: ml_collections.ConfigDict, **data_fields):
   """The task named by `config.task` (default 'classification').
 
-  `data_fields` are facts from the data the model needs (e.g. num_classes).
+  `data_fields` are facts from the data the model needs: num_classes for
+  labels, vocab_size for text (both for labelled text); the pipeline's
+  `Sources.fields` holds exactly those of its dataset.
   """
   name = config.get('task', 'classification')
   if name not in TASKS:
@@ -29,4 +34,4 @@ def build_task(config: ml_collections.ConfigDict, **data_fields):
   return TASKS[name].from_config(config, **data_fields)
 
 
-__all__ = ['ClassificationTask', 'TASKS', 'build_task']
+__all__ = ['ClassificationTask', 'GanTask', 'LMTask', 'TASKS', 'build_task']

@@ -25,9 +25,13 @@ class ClassificationTask:
   input_key: str = 'image'
 
   @classmethod
-  def from_config(cls, config, *, num_classes: int) -> 'ClassificationTask':
-    return cls(build_model(config.model, num_classes=num_classes),
-               input_key=config.dataset.get('input_key', 'image'))
+  def from_config(cls, config, *, num_classes: int,
+                  vocab_size: int | None = None) -> 'ClassificationTask':
+    """`vocab_size` comes with text data and goes to the model too."""
+    text = {} if vocab_size is None else {'vocab_size': vocab_size}
+    return cls(build_model(config.model, num_classes=num_classes, **text),
+               input_key=config.dataset.get('input_key',
+                                            'tokens' if text else 'image'))
 
   def init(self, rng: jax.Array, batch: Batch) -> Any:
     """Returns the model's params (boxed with logical axis names)."""

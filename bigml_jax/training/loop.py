@@ -111,6 +111,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     ConfigError: for mistakes in the config or workdir (nothing is written).
     Preempted: after SIGTERM/SIGINT, once the current step is checkpointed.
     NonFiniteError: a non-finite loss or gradient with nan_policy='stop'.
+    checkpoint.SaveError: a checkpoint could not be written (disk full).
   """
   start_time = time.time()
   validate_config(config)
@@ -134,7 +135,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   rules = tuple(config.get('logical_axis_rules') or mesh_lib.DEFAULT_RULES)
 
   # Data
-  sources = pipeline.load_sources(config.dataset)
+  sources = pipeline.load_sources(config.dataset, workdir)
   preprocess = pipeline.make_preprocess(config.dataset)
   train_iter = pipeline.train_iterator(
       sources.train, preprocess, seed=config.seed,
@@ -142,7 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       process_index=jax.process_index(), process_count=jax.process_count())
 
   # Task and optimizer
-  task = build_task(config, num_classes=sources.num_classes)
+  task = build_task(config, **sources.fields)
   # A task with several networks (a GAN) builds its own optimizer state.
   tx, schedule = (task.make_optimizer(config) if hasattr(task, 'make_optimizer')
                   else make_optimizer(config.optimizer, config.total_steps))
@@ -261,7 +262,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                       int(values['nonfinite']), bad)
     now = time.time()
     steps = log_step - last_log[0]
-    rate = steps / max(now - last_log[1], 1e-9)
+    seconds = max(now - last_log[1], 1e-9)
+    rate = steps / seconds
     if last_log[0] == start_step:
       result['time_to_first_step_s'] = now - start_time
     else:
@@ -272,6 +274,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     result['train_loss'] = train['loss']
     train.update(perf.throughput(rate, config.batch_size, mesh.devices.size,
                                  flops, peak))
+    if getattr(task, 'counts', None) == 'tokens':
+      train['tokens_per_sec'] = values['count'] / seconds
+      train['tokens_per_sec_per_device'] = train['tokens_per_sec'] / mesh.devices.size
     writer.write(log_step, 'train', dict(
         train, learning_rate=float(schedule(log_step - 1))))
 
@@ -305,7 +310,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       if step % config.checkpoint_every == 0 or is_last or preempted:
         save(step)
       if preempted:
-        manager.wait_until_finished()
+        ckpt.wait(manager)
         writer.close()
         raise Preempted(
             f'stopped by {stop.received or "preemption"} at step {step}; '
@@ -316,7 +321,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if final is None:
     logging.info('workdir already holds the final step %d', start_step)
     final = evaluate(host_state().params)
-  manager.wait_until_finished()
+  ckpt.wait(manager)
   manager.close()
   writer.close()
   result['step'] = int(unreplicate(state).step)

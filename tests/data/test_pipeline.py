@@ -110,7 +110,8 @@ def test_unprepared_catalog_dataset_fails_fast_without_network(data_dir):
   cfg = ml_collections.ConfigDict({'name': 'mnist', 'train_split': 'train',
                                    'eval_split': 'test', 'data_dir': data_dir})
   with pytest.raises(ConfigError, match=r"dataset 'mnist' is not prepared .*"
-                     r'offline datasets: digits, synthetic.*tfds build mnist'):
+                     r'offline datasets: digits, fortunes, .*kjv_bible, '
+                     r'synthetic.*tfds build mnist'):
     pipeline.load_sources(cfg)
 
 

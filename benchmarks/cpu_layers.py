@@ -1,0 +1,208 @@
+"""Candidate CPU implementations of conv, transposed conv and pooling.
+
+Each computes exactly what the framework's layer computes, from parameters of
+the same shapes ([kh, kw, in, out] kernels, [out] biases): only the XLA ops
+differ. XLA's CPU backend runs convolutions (and their gradients) through a
+generic Eigen path; these rewrite them as one large matmul plus cheap
+slicing, which its dot emitter runs near the machine's FLOP rate.
+
+  conv_im2col          patches by k*k shifted (strided) slices -> one matmul
+  conv_patches         lax.conv_general_dilated_patches -> one matmul
+  conv_transpose_s2k4  stride-2, 4x4, SAME transposed conv (flax semantics)
+                       as one matmul + a sub-pixel overlap-add
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from bigml_jax.models import layers
+
+
+def _same_pads(size: int, k: int, s: int) -> tuple[int, int]:
+  out = -(-size // s)
+  total = max((out - 1) * s + k - size, 0)
+  return total // 2, total - total // 2
+
+
+def conv_im2col(x_BxHxWxC, kernel_KxKxCxF, stride: int = 1):
+  """SAME conv as concat of k*k shifted slices [B, Ho, Wo, k*k*C] @ [k*k*C, F]."""
+  kh, kw, c, f = kernel_KxKxCxF.shape
+  _, h, w, _ = x_BxHxWxC.shape
+  (ph0, ph1), (pw0, pw1) = _same_pads(h, kh, stride), _same_pads(w, kw, stride)
+  x = jnp.pad(x_BxHxWxC, ((0, 0), (ph0, ph1), (pw0, pw1), (0, 0)))
+  ho, wo = -(-h // stride), -(-w // stride)
+  cols = [x[:, i:i + stride * (ho - 1) + 1:stride,
+            j:j + stride * (wo - 1) + 1:stride, :]
+          for i in range(kh) for j in range(kw)]
+  patches = jnp.concatenate(cols, axis=-1)
+  return patches @ kernel_KxKxCxF.reshape(kh * kw * c, f)
+
+
+def conv_patches(x_BxHxWxC, kernel_KxKxCxF, stride: int = 1):
+  """SAME conv via lax.conv_general_dilated_patches + one matmul."""
+  kh, kw, c, f = kernel_KxKxCxF.shape
+  p = lax.conv_general_dilated_patches(
+      x_BxHxWxC, (kh, kw), (stride, stride), 'SAME',
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  # Patches come out channel-major: feature index = c * kh * kw + (i * kw + j).
+  k = kernel_KxKxCxF.transpose(2, 0, 1, 3).reshape(c * kh * kw, f)
+  return p @ k
+
+
+def conv_transpose_s2k4(x_BxHxWxC, kernel_4x4xCxF):
+  """`nn.ConvTranspose(F, (4, 4), strides=2, padding='SAME')` without bias.
+
+  lax.conv_transpose (SAME, k 4, s 2, kernel not flipped) gives
+  y[o] = sum_i x[i] k[2i + 2 - o]: input i adds z[i, t] = x[i] . k[t] at
+  o = 2i + 2 - t. With p = o + 1 = 2(i + q) + r, t = 3 - 2q - r: output
+  phase r sums taps t in {3 - r, 1 - r}, the second shifted by one input.
+  So: one matmul z = x @ k [.., 4, 4, F], four phases of four shifted
+  slices each, interleaved and cropped.
+  """
+  b, h, w, c = x_BxHxWxC.shape
+  f = kernel_4x4xCxF.shape[-1]
+  z = (x_BxHxWxC.reshape(-1, c) @
+       kernel_4x4xCxF.transpose(2, 0, 1, 3).reshape(c, 16 * f))
+  z = z.reshape(b, h, w, 4, 4, f)
+
+  def phase(rh, rw):
+    total = 0.0
+    for qh in (0, 1):
+      for qw in (0, 1):
+        tap = z[:, :, :, 3 - 2 * qh - rh, 3 - 2 * qw - rw, :]
+        total = total + jnp.pad(tap, ((0, 0), (qh, 1 - qh), (qw, 1 - qw),
+                                      (0, 0)))
+    return total  # [B, H + 1, W + 1, F]
+
+  rows = [jnp.stack([phase(rh, rw) for rw in (0, 1)], axis=3)
+          for rh in (0, 1)]                      # each [B, H+1, W+1, 2, F]
+  y = jnp.stack(rows, axis=2)                    # [B, H+1, 2, W+1, 2, F]
+  y = y.reshape(b, 2 * h + 2, 2 * w + 2, f)
+  return y[:, 1:2 * h + 1, 1:2 * w + 1, :]
+
+
+def max_pool_reduce_window(x):
+  return nn.max_pool(x, (2, 2), (2, 2))
+
+
+class Conv(nn.Module):
+  """`layers.conv` (SAME) with a choice of implementation; same params."""
+  features: int
+  kernel_size: Sequence[int]
+  strides: int = 1
+  impl: str = 'lax'  # 'lax' | 'im2col' | 'patches'
+
+  @nn.compact
+  def __call__(self, x):
+    if self.impl == 'lax':
+      return layers.conv(self.features, self.kernel_size,
+                         strides=(self.strides,) * 2, padding='SAME')(x)
+    kernel = self.param(
+        'kernel', nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(), (None, None, 'embed', 'mlp')),
+        (*self.kernel_size, x.shape[-1], self.features))
+    bias = self.param('bias', nn.with_logical_partitioning(
+        nn.initializers.zeros_init(), ('mlp',)), (self.features,))
+    fn = conv_im2col if self.impl == 'im2col' else conv_patches
+    return fn(x, kernel, self.strides) + bias
+
+
+class ConvTranspose(nn.Module):
+  """The DCGAN generator's transposed conv with a choice of implementation."""
+  features: int
+  impl: str = 'lax'  # 'lax' | 'matmul'
+
+  @nn.compact
+  def __call__(self, x):
+    kernel_init = nn.with_logical_partitioning(
+        nn.initializers.lecun_normal(), (None, None, 'embed', 'mlp'))
+    bias_init = nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                             ('mlp',))
+    if self.impl == 'lax':
+      return nn.ConvTranspose(self.features, (4, 4), strides=(2, 2),
+                              kernel_init=kernel_init, bias_init=bias_init)(x)
+    kernel = self.param('kernel', kernel_init,
+                        (4, 4, x.shape[-1], self.features))
+    bias = self.param('bias', bias_init, (self.features,))
+    return conv_transpose_s2k4(x, kernel) + bias
+
+
+class CNN(nn.Module):
+  """bigml_jax.models.CNN (dropout 0) with swappable conv and pooling."""
+  channels: Sequence[int]
+  dense: Sequence[int]
+  num_classes: int
+  conv: str = 'lax'
+  pool: str = 'reshape'  # 'reshape' (the framework's) | 'reduce_window'
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    del train
+    pool = (layers.max_pool_2x2 if self.pool == 'reshape'
+            else max_pool_reduce_window)
+    for c in self.channels:
+      x = pool(nn.relu(Conv(c, (3, 3), impl=self.conv)(x)))
+    x = x.reshape(x.shape[0], -1)
+    for width in self.dense:
+      x = nn.relu(layers.dense(width, ('embed', 'mlp'))(x))
+    return layers.dense(self.num_classes, ('embed', 'vocab'))(x)
+
+
+class DCGANGenerator(nn.Module):
+  """bigml_jax.models.DCGANGenerator (kernel 4) with swappable convT."""
+  output_shape: Sequence[int]
+  latent_dim: int
+  channels: Sequence[int]
+  impl: str = 'lax'
+
+  @nn.compact
+  def __call__(self, z, *, train: bool = False):
+    del train
+    h, w, c = self.output_shape
+    s = 2 ** len(self.channels)
+    x = layers.dense(h // s * (w // s) * self.channels[0], ('embed', 'mlp'))(z)
+    x = nn.relu(x).reshape(z.shape[0], h // s, w // s, self.channels[0])
+    for features in self.channels[1:]:
+      x = nn.relu(ConvTranspose(features, self.impl)(x))
+    return nn.sigmoid(ConvTranspose(c, self.impl)(x))
+
+
+class DCGANDiscriminator(nn.Module):
+  """bigml_jax.models.DCGANDiscriminator (kernel 4) with swappable conv."""
+  channels: Sequence[int]
+  impl: str = 'lax'
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    del train
+    for features in self.channels:
+      x = nn.leaky_relu(Conv(features, (4, 4), 2, self.impl)(x), 0.2)
+    x = x.reshape(x.shape[0], -1)
+    return layers.dense(1, ('embed', 'vocab'))(x)[:, 0]
+
+
+def _check_same(a, b):
+  return float(jnp.max(jnp.abs(a - b)))
+
+
+def max_abs_differences(seed: int = 0) -> dict[str, float]:
+  """Each candidate against the op it replaces, on random inputs."""
+  k1, k2, k3, k4 = jax.random.split(jax.random.key(seed), 4)
+  x = jax.random.normal(k1, (2, 9, 8, 3))
+  k3x3 = jax.random.normal(k2, (3, 3, 3, 5))
+  k4x4 = jax.random.normal(k3, (4, 4, 3, 5))
+  ref = lambda k, s: lax.conv_general_dilated(
+      x, k, (s, s), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  ref_t = lax.conv_transpose(x, k4x4, (2, 2), 'SAME',
+                             dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  del k4
+  return {
+      'im2col 3x3 s1': _check_same(conv_im2col(x, k3x3), ref(k3x3, 1)),
+      'im2col 4x4 s2': _check_same(conv_im2col(x, k4x4, 2), ref(k4x4, 2)),
+      'patches 3x3 s1': _check_same(conv_patches(x, k3x3), ref(k3x3, 1)),
+      'transpose 4x4 s2': _check_same(conv_transpose_s2k4(x, k4x4), ref_t),
+  }

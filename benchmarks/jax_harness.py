@@ -1,0 +1,96 @@
+"""The framework's train step as the loop builds it, and how it is timed.
+
+Imports no config or data code (no ml_collections, grain or TFDS), so the
+gpu suite can use it on GPU images.
+"""
+
+import dataclasses
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bigml_jax.parallel import mesh as mesh_lib
+from bigml_jax.training import step as step_lib
+from bigml_jax.training.state import TrainState
+
+from benchmarks import timing
+
+MESH_1 = {'data': 1, 'fsdp': 1, 'tensor': 1}
+
+
+@dataclasses.dataclass
+class Bench:
+  """A compiled-ready step with its first state and a device batch."""
+  step: Any          # jitted train_step(state, batch) -> (state, metrics)
+  state: TrainState
+  batch: dict
+  num_params: int
+
+
+def build(task, tx, batch: dict, *, train_step=None, mesh=None,
+          seed: int = 0) -> Bench:
+  """The loop's recipe: abstract init -> logical shardings -> jitted init ->
+  `make_train_step` (or the task's own) -> `jit_train_step`."""
+  mesh = mesh or mesh_lib.make_mesh(MESH_1, jax.devices()[:1])
+  example = jax.tree.map(lambda x: x[:1], batch)
+
+  def init_state(rng):
+    param_rng, step_rng = jax.random.split(rng)
+    params = task.init(param_rng, example)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=tx.init(params), rng=step_rng)
+
+  rng = jax.random.PRNGKey(seed)
+  abstract = jax.eval_shape(init_state, rng)
+  shardings = mesh_lib.logical_shardings(abstract, mesh)
+  state = jax.jit(lambda r: nn.unbox(init_state(r)),
+                  out_shardings=shardings)(rng)
+  if train_step is None:
+    train_step = (task.make_train_step(tx) if hasattr(task, 'make_train_step')
+                  else step_lib.make_train_step(task, tx))
+  step = step_lib.jit_train_step(train_step, shardings, mesh)
+  device_batch = jax.device_put(batch, mesh_lib.batch_sharding(mesh))
+  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(
+      nn.unbox(abstract).params))
+  return Bench(step, state, device_batch, num_params)
+
+
+class Runner:
+  """`bench.step` compiled ahead of time; `runner(n)` runs n steps on the
+  fixed batch, carrying the state, and returns once they are done."""
+
+  def __init__(self, bench: Bench):
+    start = time.perf_counter()
+    self.compiled = bench.step.lower(bench.state, bench.batch).compile()
+    self.compile_s = time.perf_counter() - start
+    self.state, self.batch, self.metrics = bench.state, bench.batch, None
+
+  def __call__(self, n: int) -> None:
+    for _ in range(n):
+      self.state, self.metrics = self.compiled(self.state, self.batch)
+    jax.block_until_ready((self.state, self.metrics))
+
+  def loss(self) -> float:
+    """The last step's mean loss (D's, for a GAN)."""
+    m = jax.device_get(self.metrics)
+    loss_sum = m['loss_sum'] if 'loss_sum' in m else m['d_loss_sum']
+    return float(loss_sum) / max(float(m['count']), 1.0)
+
+
+def time_bench(bench: Bench, *, examples_per_step: int, windows: int = 5,
+               window_s: float = 1.0) -> dict:
+  """Compiles `bench.step`, then times it (timing.measure) on its fixed
+  device batch; also the compile time, XLA's temporaries and the last
+  step's loss."""
+  run = Runner(bench)
+  memory = run.compiled.memory_analysis()
+  first_step_s = timing.timed(lambda: run(1))
+  stats = timing.measure(run, examples_per_step=examples_per_step,
+                         windows=windows, window_s=window_s)
+  return dict(stats, num_params=bench.num_params, compile_s=run.compile_s,
+              first_step_s=first_step_s, loss=run.loss(),
+              temp_mb=memory.temp_size_in_bytes / 1e6 if memory else None)

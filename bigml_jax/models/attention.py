@@ -1,0 +1,135 @@
+"""Multi-head scaled dot-product attention with padding and causal masks.
+
+Masks are boolean and broadcast to [B, H, L, S] (True = may attend): build
+them with `padding_mask`, `causal_mask` and `combine_masks`.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+IMPLEMENTATIONS = ('einsum', 'xla', 'cudnn')
+
+
+def padding_mask(valid_BxS: jnp.ndarray) -> jnp.ndarray:
+  """[B, S] bool (True = real token) -> [B, 1, 1, S]: pad keys are hidden."""
+  return valid_BxS.astype(bool)[:, None, None, :]
+
+
+def causal_mask(q_len: int, kv_len: int | None = None) -> jnp.ndarray:
+  """[1, 1, L, S] bool: query i attends to keys j <= i."""
+  kv_len = q_len if kv_len is None else kv_len
+  return jnp.tril(jnp.ones((q_len, kv_len), bool))[None, None]
+
+
+def combine_masks(*masks: jnp.ndarray | None) -> jnp.ndarray | None:
+  """Logical AND of the masks that are not None (None if all are)."""
+  masks = [m for m in masks if m is not None]
+  if not masks:
+    return None
+  out = masks[0]
+  for m in masks[1:]:
+    out = jnp.logical_and(out, m)
+  return out
+
+
+def attention_weights(q_BxLxHxK: jnp.ndarray, k_BxSxHxK: jnp.ndarray,
+                      mask: jnp.ndarray | None = None) -> jnp.ndarray:
+  """softmax(Q K^T / sqrt(d_k)) per head: -> [B, H, L, S], rows sum to 1.
+
+  Masked logits become the dtype's most negative number rather than -inf, so a
+  row with every key masked is uniform instead of NaN (as in flax). The
+  softmax runs in float32 whatever the compute dtype.
+  """
+  depth = q_BxLxHxK.shape[-1]
+  q_BxLxHxK = q_BxLxHxK / jnp.sqrt(depth).astype(q_BxLxHxK.dtype)
+  logits_BxHxLxS = jnp.einsum('blhk,bshk->bhls', q_BxLxHxK, k_BxSxHxK)
+  if mask is not None:
+    big_neg = jnp.finfo(logits_BxHxLxS.dtype).min
+    logits_BxHxLxS = jnp.where(mask, logits_BxHxLxS, big_neg)
+  weights = jax.nn.softmax(logits_BxHxLxS.astype(jnp.float32), axis=-1)
+  return weights.astype(q_BxLxHxK.dtype)
+
+
+def _dense_general(features, axes, *, axis=-1, dtype, name):
+  """DenseGeneral whose kernel has logical names `axes` (in dims, out dims)."""
+  out_axes = axes[-len(features):] if isinstance(features, tuple) else axes[-1:]
+  return nn.DenseGeneral(
+      features, axis=axis, dtype=dtype, name=name,
+      kernel_init=nn.with_logical_partitioning(
+          nn.initializers.lecun_normal(), axes),
+      bias_init=nn.with_logical_partitioning(
+          nn.initializers.zeros_init(), tuple(out_axes)))
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head attention: softmax(Q K^T / sqrt(d_k)) V over H heads.
+
+  Q = x Wq, K = c Wk, V = c Wv (c = `context`, default x), each split into H
+  heads of d_k = qkv_features / H; the heads' outputs are concatenated and
+  projected by Wo. Parameters are named like
+  `flax.linen.MultiHeadDotProductAttention` ('query', 'key', 'value' kernels
+  [D, H, d_k]; 'out' kernel [H, d_k, D_out]), so weights copy across and the
+  outputs agree.
+
+  Inputs: x [B, L, D], context [B, S, D] or None, mask bool broadcastable to
+  [B, H, L, S] (True = may attend), causal adds `causal_mask`. Output
+  [B, L, out_features or D].
+
+  Attributes:
+    num_heads: H.
+    qkv_features: total width of Q, K, V over all heads (default D).
+    out_features: output width (default D).
+    dropout_rate: dropout on the attention weights (training only).
+    implementation: 'einsum' (the reference above), 'xla' or 'cudnn'
+      (`jax.nn.dot_product_attention`; 'cudnn' is the fused flash kernel on
+      NVIDIA GPUs in bf16/fp16). The fused paths have no attention dropout, so
+      a training call with dropout_rate > 0 uses 'einsum'.
+    dtype: compute dtype; parameters stay float32.
+  """
+  num_heads: int
+  qkv_features: int | None = None
+  out_features: int | None = None
+  dropout_rate: float = 0.0
+  implementation: str = 'einsum'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jnp.ndarray,
+               context_BxSxD: jnp.ndarray | None = None, *,
+               mask: jnp.ndarray | None = None, causal: bool = False,
+               train: bool = False) -> jnp.ndarray:
+    if self.implementation not in IMPLEMENTATIONS:
+      raise ValueError(f'attention implementation {self.implementation!r} is '
+                       f'unknown; use one of {", ".join(IMPLEMENTATIONS)}')
+    context_BxSxD = x_BxLxD if context_BxSxD is None else context_BxSxD
+    features = self.qkv_features or x_BxLxD.shape[-1]
+    if features % self.num_heads:
+      raise ValueError(f'qkv_features {features} is not divisible by '
+                       f'num_heads {self.num_heads}')
+    head_shape = (self.num_heads, features // self.num_heads)
+    project = lambda name: _dense_general(
+        head_shape, ('embed', 'heads', 'kv'), dtype=self.dtype, name=name)
+    q_BxLxHxK = project('query')(x_BxLxD)
+    k_BxSxHxK = project('key')(context_BxSxD)
+    v_BxSxHxK = project('value')(context_BxSxD)
+
+    if self.implementation == 'einsum' or (train and self.dropout_rate > 0):
+      if causal:
+        mask = combine_masks(mask, causal_mask(x_BxLxD.shape[1],
+                                               context_BxSxD.shape[1]))
+      att_BxHxLxS = attention_weights(q_BxLxHxK, k_BxSxHxK, mask)
+      att_BxHxLxS = nn.Dropout(self.dropout_rate, deterministic=not train)(
+          att_BxHxLxS)
+      out_BxLxHxK = jnp.einsum('bhls,bshk->blhk', att_BxHxLxS, v_BxSxHxK)
+    else:
+      out_BxLxHxK = jax.nn.dot_product_attention(
+          q_BxLxHxK, k_BxSxHxK, v_BxSxHxK,
+          mask=None if mask is None else jnp.asarray(mask, bool),
+          is_causal=causal, implementation=self.implementation)
+
+    out_features = self.out_features or x_BxLxD.shape[-1]
+    return _dense_general(out_features, ('heads', 'kv', 'embed'), axis=(-2, -1),
+                          dtype=self.dtype, name='out')(out_BxLxHxK)

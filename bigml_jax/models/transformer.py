@@ -1,0 +1,252 @@
+"""Pre-LN transformer blocks, a BERT-style classifier and a GPT-style LM.
+
+Blocks follow Xiong et al. (2020), "On Layer Normalization in the Transformer
+Architecture": LayerNorm sits inside each residual branch and one final
+LayerNorm closes the stack, which trains without the warmup-sensitive
+instabilities of post-LN.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from bigml_jax.models import layers
+from bigml_jax.models.attention import MultiHeadAttention, padding_mask
+from bigml_jax.models.embeddings import (Embed, PositionEmbed,
+                                         normalized_weighted_sum)
+
+POOLINGS = ('cls', 'mean', 'normalized_sum')
+
+
+def layer_norm(dtype: Any, name: str | None = None) -> nn.LayerNorm:
+  """LayerNorm whose scale and bias [embed] carry the 'embed' name."""
+  return nn.LayerNorm(
+      dtype=dtype, name=name,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(),
+                                              ('embed',)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                             ('embed',)))
+
+
+class MlpBlock(nn.Module):
+  """Dense(mlp_dim) -> GELU -> dropout -> Dense(D): [B, L, D] -> [B, L, D]."""
+  mlp_dim: int
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jnp.ndarray, train: bool) -> jnp.ndarray:
+    h_BxLxF = layers.dense(self.mlp_dim, ('embed', 'mlp'), dtype=self.dtype,
+                           name='hidden')(x_BxLxD)
+    h_BxLxF = nn.Dropout(self.dropout_rate, deterministic=not train)(
+        nn.gelu(h_BxLxF))
+    return layers.dense(x_BxLxD.shape[-1], ('mlp', 'embed'), dtype=self.dtype,
+                        name='out')(h_BxLxF)
+
+
+class EncoderBlock(nn.Module):
+  """Pre-LN block: [B, L, D] (+ mask) -> [B, L, D].
+
+      x = x + Dropout(MHA(LN(x), mask))
+      x = x + Dropout(MLP(LN(x)))
+
+  `mask` is boolean, broadcastable to [B, H, L, L] (see attention.py).
+  `train` is positional so `nn.remat` can treat it as static.
+
+  Attributes:
+    num_heads: attention heads.
+    mlp_dim: hidden width of the MLP.
+    dropout_rate: dropout on attention weights and on both residual branches.
+    causal: each position attends only to itself and earlier ones.
+    attention_impl: `MultiHeadAttention.implementation`.
+    dtype: compute dtype.
+  """
+  num_heads: int
+  mlp_dim: int
+  dropout_rate: float = 0.0
+  causal: bool = False
+  attention_impl: str = 'einsum'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jnp.ndarray, mask: jnp.ndarray | None,
+               train: bool) -> jnp.ndarray:
+    drop = lambda y: nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+    h_BxLxD = MultiHeadAttention(
+        self.num_heads, dropout_rate=self.dropout_rate,
+        implementation=self.attention_impl, dtype=self.dtype, name='attention')(
+            layer_norm(self.dtype, 'ln_attention')(x_BxLxD), mask=mask,
+            causal=self.causal, train=train)
+    x_BxLxD = x_BxLxD + drop(h_BxLxD)
+    h_BxLxD = MlpBlock(self.mlp_dim, self.dropout_rate, self.dtype, name='mlp')(
+        layer_norm(self.dtype, 'ln_mlp')(x_BxLxD), train)
+    return x_BxLxD + drop(h_BxLxD)
+
+
+class DecoderBlock(EncoderBlock):
+  """The decoder-only (GPT) block: an `EncoderBlock` with causal attention.
+
+  There is no cross-attention; position t sees positions <= t only.
+  """
+  causal: bool = True
+
+
+class TransformerStack(nn.Module):
+  """`num_layers` pre-LN blocks then a final LayerNorm: [B, L, D] -> same.
+
+  Attributes:
+    num_layers, num_heads, mlp_dim, dropout_rate, causal, attention_impl,
+      dtype: as in `EncoderBlock` (causal=True stacks `DecoderBlock`s).
+    remat: recompute each block's activations in the backward pass
+      (`nn.remat`), trading compute for memory; outputs are identical.
+  """
+  num_layers: int
+  num_heads: int
+  mlp_dim: int
+  dropout_rate: float = 0.0
+  causal: bool = False
+  attention_impl: str = 'einsum'
+  remat: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jnp.ndarray, mask: jnp.ndarray | None,
+               train: bool) -> jnp.ndarray:
+    block_cls = DecoderBlock if self.causal else EncoderBlock
+    if self.remat:
+      # Counting self as 0, `train` is argument 3.
+      block_cls = nn.remat(block_cls, static_argnums=(3,))
+    for i in range(self.num_layers):
+      x_BxLxD = block_cls(
+          self.num_heads, self.mlp_dim, self.dropout_rate,
+          attention_impl=self.attention_impl, dtype=self.dtype,
+          name=f'block_{i}')(x_BxLxD, mask, train)
+    return layer_norm(self.dtype, 'final_norm')(x_BxLxD)
+
+
+def pool(x_BxLxD: jnp.ndarray, valid_BxL: jnp.ndarray,
+         kind: str) -> jnp.ndarray:
+  """[B, L, D] -> [B, D]: 'cls' (position 0), 'mean' over valid positions, or
+  'normalized_sum' (`embeddings.normalized_weighted_sum`, a_n = 1 on valid
+  positions: the mean direction, unit length)."""
+  if kind == 'cls':
+    return x_BxLxD[:, 0]
+  weights_BxL = valid_BxL.astype(x_BxLxD.dtype)
+  if kind == 'normalized_sum':
+    return normalized_weighted_sum(x_BxLxD, weights_BxL)
+  count_Bx1 = jnp.maximum(weights_BxL.sum(-1, keepdims=True), 1.0)
+  return jnp.einsum('bld,bl->bd', x_BxLxD, weights_BxL) / count_Bx1
+
+
+class BertClassifier(nn.Module):
+  """BERT-style encoder classifier: token ids [B, L] -> logits [B, num_classes].
+
+  Token + position embeddings -> dropout -> `num_layers` pre-LN encoder blocks
+  (pad keys masked out; id 0 = padding) -> pooling -> dropout -> dense.
+  'cls' pooling reads position 0, so the data must put a [CLS] token there.
+  Logits are float32 whatever `dtype` is.
+
+  Attributes:
+    vocab_size: number of token ids.
+    num_classes: size of the output layer.
+    num_layers, d_model, num_heads, mlp_dim: encoder size.
+    max_len: longest sequence (size of the position table).
+    pooling: 'cls', 'mean' (over non-pad tokens) or 'normalized_sum'.
+    dropout_rate: dropout on embeddings, attention weights, residual branches
+      and the pooled vector.
+    position_embedding: 'learned' or 'sinusoidal'.
+    attention_impl: 'einsum', 'xla' or 'cudnn' (see `MultiHeadAttention`).
+    remat: rematerialise each block in the backward pass.
+    dtype: compute dtype name, e.g. 'float32' or 'bfloat16' (params float32).
+  """
+  vocab_size: int
+  num_classes: int
+  num_layers: int = 2
+  d_model: int = 128
+  num_heads: int = 4
+  mlp_dim: int = 512
+  max_len: int = 128
+  pooling: str = 'cls'
+  dropout_rate: float = 0.1
+  position_embedding: str = 'learned'
+  attention_impl: str = 'einsum'
+  remat: bool = False
+  dtype: str = 'float32'
+
+  @nn.compact
+  def __call__(self, tokens_BxL: jnp.ndarray, *,
+               train: bool = False) -> jnp.ndarray:
+    if self.pooling not in POOLINGS:
+      raise ValueError(f'pooling {self.pooling!r} is unknown; use one of '
+                       f'{", ".join(POOLINGS)}')
+    dtype = jnp.dtype(self.dtype)
+    valid_BxL = tokens_BxL != 0
+    x_BxLxD = Embed(self.vocab_size, self.d_model, dtype, name='embed')(
+        tokens_BxL)
+    x_BxLxD = PositionEmbed(self.max_len, self.position_embedding,
+                            name='positions')(x_BxLxD)
+    x_BxLxD = nn.Dropout(self.dropout_rate, deterministic=not train)(x_BxLxD)
+    x_BxLxD = TransformerStack(
+        self.num_layers, self.num_heads, self.mlp_dim, self.dropout_rate,
+        attention_impl=self.attention_impl, remat=self.remat, dtype=dtype,
+        name='encoder')(x_BxLxD, padding_mask(valid_BxL), train)
+    x_BxD = pool(x_BxLxD, valid_BxL, self.pooling)
+    x_BxD = nn.Dropout(self.dropout_rate, deterministic=not train)(x_BxD)
+    logits = layers.dense(self.num_classes, ('embed', 'vocab'), dtype=dtype,
+                          name='head')(x_BxD)
+    return logits.astype(jnp.float32)
+
+
+class GPTLM(nn.Module):
+  """GPT-style causal LM: token ids [B, L] -> next-token logits [B, L, vocab].
+
+  Token + position embeddings -> dropout -> `num_layers` pre-LN decoder
+  blocks -> logits against the same embedding table (tied input/output
+  embeddings). Logits at t depend on tokens <= t only, so right padding
+  never changes the logits of real tokens; mask pad targets in the loss.
+  `decode` runs the model from embeddings [B, L, D], e.g. to differentiate
+  with respect to them. Logits are float32 whatever `dtype` is.
+
+  Attributes:
+    vocab_size: number of token ids.
+    num_layers, d_model, num_heads, mlp_dim: decoder size.
+    max_len: longest sequence (size of the position table).
+    dropout_rate: dropout on embeddings, attention weights and residuals.
+    position_embedding: 'learned' or 'sinusoidal'.
+    attention_impl: 'einsum', 'xla' or 'cudnn' (see `MultiHeadAttention`).
+    remat: rematerialise each block in the backward pass.
+    dtype: compute dtype name, e.g. 'float32' or 'bfloat16' (params float32).
+  """
+  vocab_size: int
+  num_layers: int = 2
+  d_model: int = 128
+  num_heads: int = 4
+  mlp_dim: int = 512
+  max_len: int = 256
+  dropout_rate: float = 0.0
+  position_embedding: str = 'learned'
+  attention_impl: str = 'einsum'
+  remat: bool = False
+  dtype: str = 'float32'
+
+  def setup(self):
+    dtype = jnp.dtype(self.dtype)
+    self.embed = Embed(self.vocab_size, self.d_model, dtype)
+    self.positions = PositionEmbed(self.max_len, self.position_embedding)
+    self.dropout = nn.Dropout(self.dropout_rate)
+    self.decoder = TransformerStack(
+        self.num_layers, self.num_heads, self.mlp_dim, self.dropout_rate,
+        causal=True, attention_impl=self.attention_impl, remat=self.remat,
+        dtype=dtype)
+
+  def __call__(self, tokens_BxL: jnp.ndarray, *,
+               train: bool = False) -> jnp.ndarray:
+    x_BxLxD = self.positions(self.embed(tokens_BxL))
+    return self.decode(x_BxLxD, train=train)
+
+  def decode(self, x_BxLxD: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+    """Embedded tokens (positions added) [B, L, D] -> logits [B, L, vocab]."""
+    x_BxLxD = self.dropout(x_BxLxD, deterministic=not train)
+    x_BxLxD = self.decoder(x_BxLxD, None, train)
+    return self.embed.attend(x_BxLxD).astype(jnp.float32)

@@ -1,0 +1,73 @@
+"""Language modelling: next-token cross-entropy over real (non-pad) tokens."""
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from bigml_jax.models import build_model
+
+Batch = dict[str, jax.Array]
+PAD_ID = 0  # bigml_jax.data.text.PAD_ID; tasks do not import the data layer.
+
+
+@dataclasses.dataclass(frozen=True)
+class LMTask:
+  """Trains a causal `model(tokens [B, L]) -> logits [B, L, vocab]`.
+
+  Batches hold `input_key` ('tokens') int [B, L + 1]: the model reads
+  tokens[:, :-1] and predicts tokens[:, 1:]. Targets equal to PAD_ID carry no
+  loss, and in eval 'mask' [B] (0 for padding examples) removes whole rows.
+  """
+  model: nn.Module
+  input_key: str = 'tokens'
+  # Its 'count' metric counts tokens: the loop logs tokens/s from it.
+  counts: str = dataclasses.field(default='tokens', init=False)
+
+  @classmethod
+  def from_config(cls, config, *, vocab_size: int) -> 'LMTask':
+    return cls(build_model(config.model, vocab_size=vocab_size),
+               input_key=config.dataset.get('input_key', 'tokens'))
+
+  def init(self, rng: jax.Array, batch: Batch) -> Any:
+    """Returns the model's params (boxed with logical axis names)."""
+    return self.model.init({'params': rng}, batch[self.input_key][:, :-1],
+                           train=False)['params']
+
+  def loss_and_metrics(self, params: Any, batch: Batch, rng: jax.Array,
+                       train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean loss per real target token, and metric *sums* for exact averaging.
+
+    Returns:
+      loss: scalar, mean cross-entropy over target tokens that are not PAD_ID
+        (in rows with mask 1).
+      metrics: 'loss_sum', 'correct' (argmax == target), 'count' (target
+        tokens), summed, so sums over steps or batches divide out to exact
+        per-token means.
+    """
+    tokens = batch[self.input_key]
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    logits = self.model.apply({'params': params}, inputs, train=train,
+                              rngs={'dropout': rng})
+    weights = (targets != PAD_ID).astype(jnp.float32)
+    if 'mask' in batch:
+      weights = weights * batch['mask'].astype(jnp.float32)[:, None]
+    losses = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), targets)
+    count = weights.sum()
+    loss_sum = (losses * weights).sum()
+    correct = ((logits.argmax(-1) == targets) * weights).sum()
+    metrics = {'loss_sum': loss_sum, 'correct': correct, 'count': count}
+    return loss_sum / jnp.maximum(count, 1.0), metrics
+
+  def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+    """Metric sums -> per-token loss, accuracy and perplexity = exp(loss)."""
+    count = max(float(sums['count']), 1.0)
+    loss = float(sums['loss_sum']) / count
+    return {'loss': loss, 'accuracy': float(sums['correct']) / count,
+            # math.exp raises past ~709; a diverged run reads inf instead.
+            'perplexity': math.exp(loss) if loss < 700 else math.inf}

@@ -1,0 +1,28 @@
+"""BERT-style encoder classifier on `fortunes`, the usual fine-tuning recipe.
+
+Pre-LN encoder over subword tokens (BPE trained on the train split), mean
+pooling; AdamW, linear warmup then linear decay, weight decay 0.01:
+
+  python -m experiments.run --config=experiments/configs/bert_fortunes.py \
+      --workdir=/tmp/bigml/bert_fortunes
+
+Result: RESULT_PLACEHOLDER
+"""
+
+import ml_collections
+
+from experiments.configs import _common
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = _common.base(batch_size=32, total_steps=1200, log_every=100)
+  config.model = ml_collections.ConfigDict({
+      'name': 'bert', 'num_layers': 2, 'd_model': 128, 'num_heads': 4,
+      'mlp_dim': 512, 'max_len': 128, 'pooling': 'mean',
+      'dropout_rate': 0.1})
+  config.dataset = _common.dataset('fortunes', tokenizer='subword',
+                                   vocab_size=2048, max_length=128)
+  config.optimizer = _common.optimizer('adamw', 5e-4, schedule='linear',
+                                       warmup_steps=120, weight_decay=0.01,
+                                       grad_clip_norm=1.0)
+  return config

@@ -1,0 +1,28 @@
+"""GPT-style causal decoder LM on the King James Bible (`kjv_bible`).
+
+Character-level, windows of 128 characters, tied embeddings; reports
+held-out perplexity per character:
+
+  python -m experiments.run --config=experiments/configs/gpt_kjv.py \
+      --workdir=/tmp/bigml/gpt_kjv
+
+Result: RESULT_PLACEHOLDER
+"""
+
+import ml_collections
+
+from experiments.configs import _common
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = _common.base(batch_size=32, total_steps=2000, log_every=100,
+                        eval_every=1000)
+  config.task = 'lm'
+  config.model = ml_collections.ConfigDict({
+      'name': 'gpt', 'num_layers': 4, 'd_model': 128, 'num_heads': 4,
+      'mlp_dim': 512, 'max_len': 128, 'dropout_rate': 0.0})
+  config.dataset = _common.dataset('kjv_bible', tokenizer='char',
+                                   max_length=128)
+  config.optimizer = _common.optimizer('adamw', 1e-3, warmup_steps=100,
+                                       weight_decay=0.01, grad_clip_norm=1.0)
+  return config

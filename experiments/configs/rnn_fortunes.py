@@ -1,0 +1,29 @@
+"""Recurrent text classifiers (tanh RNN, LSTM, GRU) on `fortunes`.
+
+Which of three fortune files (murphy, startrek, zippy) a fortune comes from,
+from its characters; the cell is the config argument:
+
+  python -m experiments.run --config=experiments/configs/rnn_fortunes.py:lstm \
+      --workdir=/tmp/bigml/lstm_fortunes
+
+Result (test accuracy after 1,500 steps, 2-core AMD EPYC CPU):
+  rnn: RESULT_RNN
+  lstm: RESULT_LSTM
+  gru: RESULT_GRU
+"""
+
+import ml_collections
+
+from experiments.configs import _common
+
+
+def get_config(cell: str = 'lstm') -> ml_collections.ConfigDict:
+  config = _common.base(batch_size=32, total_steps=1500, log_every=100)
+  config.model = ml_collections.ConfigDict({
+      'name': 'rnn_classifier', 'cell': cell, 'embed_dim': 64,
+      'hidden_dim': 128, 'dropout_rate': 0.1})
+  config.dataset = _common.dataset('fortunes', tokenizer='char',
+                                   max_length=160)
+  config.optimizer = _common.optimizer('adam', 2e-3, warmup_steps=100,
+                                       grad_clip_norm=1.0)
+  return config

@@ -1,0 +1,22 @@
+"""ViT on `digits`: 2x2 patches of the 8x8 images, a 4-layer encoder.
+
+  python -m experiments.run --config=experiments/configs/vit_digits.py \
+      --workdir=/tmp/bigml/vit_digits
+
+Result: RESULT_PLACEHOLDER
+"""
+
+import ml_collections
+
+from experiments.configs import _common
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = _common.base(batch_size=64, total_steps=1500, log_every=100)
+  config.model = ml_collections.ConfigDict({
+      'name': 'vit', 'patch_size': 2, 'd_model': 64, 'num_layers': 4,
+      'num_heads': 4, 'mlp_dim': 128, 'pooling': 'mean', 'dropout_rate': 0.1})
+  config.dataset = _common.dataset('digits')
+  config.optimizer = _common.optimizer('adamw', 1e-3, warmup_steps=100,
+                                       weight_decay=0.05, grad_clip_norm=1.0)
+  return config
