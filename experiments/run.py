@@ -104,8 +104,9 @@ def main(argv):
                  result['time_to_first_step_s'] + call_time - _START)
   if 'examples_per_sec' in result:
     logging.info('steady-state examples/s: %.0f', result['examples_per_sec'])
-  print(f'step {result["step"]}: test loss {result["eval_loss"]:.4f}, '
-        f'test accuracy {result["eval_accuracy"]:.4f}', flush=True)
+  metrics = ', '.join(f'test {k[5:]} {v:.4f}' for k, v in result.items()
+                      if k.startswith('eval_'))
+  print(f'step {result["step"]}: {metrics}', flush=True)
 
 
 if __name__ == '__main__':

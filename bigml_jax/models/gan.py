@@ -16,7 +16,7 @@ from bigml_jax.models import layers
 
 def _conv_transpose(features: int, kernel_size: Sequence[int],
                     **kwargs) -> nn.ConvTranspose:
-  """Transposed conv whose kernel [kh, kw, in, out] shards like `layers.conv`."""
+  """Transposed conv; its kernel [kh, kw, in, out] shards like `layers.conv`."""
   return nn.ConvTranspose(
       features,
       tuple(kernel_size),

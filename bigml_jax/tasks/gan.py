@@ -13,17 +13,20 @@ Config (besides the required fields):
     (dcgan_* for images, mlp_* for points) and its hyperparameters.
   optimizer: shared settings; optimizer.generator / optimizer.discriminator
     override any of them (e.g. learning_rate, b1) for one network.
-  gan.loss, gan.n_critic, gan.ema_decay (0 = off), gan.num_samples (drawn for
-    the picture at each eval), gan.plot_extent (2-D points: half-width of the
-    scatter plot), gan.quality: 'none' | 'ring' (gan.ring_radius,
-    gan.ring_sigma) | 'classifier' (gan.classifier_workdir).
+  gan.loss, gan.n_critic, gan.r1_gamma (weight of the R1 penalty on D's
+    input gradient at real samples, 0 = off), gan.ema_decay (0 = off),
+    gan.num_samples (drawn for the picture at each eval), gan.plot_extent
+    (2-D points: half-width of the scatter plot), gan.quality: 'none' |
+    'ring' (gan.ring_radius, gan.ring_sigma) | 'classifier'
+    (gan.classifier_workdir).
 
 Metrics: D's and G's losses, D's accuracy on real and on generated samples,
 and, in evaluation, sample quality:
   ring: modes_covered and high_quality_share. A sample is high quality
     within 3 sigma of its nearest mode (Srivastava et al., 2017, VEEGAN); a
-    mode is covered when it holds at least a fifth of its fair share of them
-    (PacGAN's rule on the 2-D grid: 20 of 100 expected samples).
+    mode is covered when its high-quality samples number at least a fifth
+    of its fair share of all samples (PacGAN's rule on the 2-D grid: 20 of
+    100 expected).
   classifier: fid, the Frechet distance (Heusel et al., 2017) between real
     and generated samples in the penultimate-layer features of a classifier
     trained with this framework on the same data, and confidence, its mean
@@ -46,6 +49,7 @@ import orbax.checkpoint as ocp
 from bigml_jax.config import ConfigError, load_saved_config
 from bigml_jax.models import build_model
 from bigml_jax.training.optim import make_optimizer
+from bigml_jax.training.step import NO_STEP
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -58,8 +62,7 @@ _OPTIONAL_OPTIMIZER_FIELDS = ('momentum', 'b1', 'b2', 'eps')
 # A mode counts as covered with this share of its fair share of samples.
 _MODE_COVERED_SHARE = 0.2
 _TRAIN_CLASSIFIER = ('python -m experiments.run '
-                     '--config=experiments/configs/default.py '
-                     '--workdir=/tmp/bigml/default')
+                     '--config=experiments/configs/default.py --workdir={}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,41 +110,45 @@ def _mean_and_cov(total: np.ndarray, outer: np.ndarray, n: float):
   return mu, (outer - n * np.outer(mu, mu)) / max(n - 1, 1)
 
 
-def load_classifier(workdir: str, num_classes: int, example: np.ndarray
-                    ) -> tuple[nn.Module, Any]:
-  """The model and params of the classification run in `workdir` (its
-  config.json and latest checkpoint), as host numpy arrays."""
+def load_classifier(workdir: str | None, num_classes: int,
+                    example: np.ndarray) -> tuple[nn.Module, Any]:
+  """The model and params (host numpy arrays) of the classification run in
+  `workdir`: its config.json and latest checkpoint. `example` [1, ...] is an
+  input of the GAN's data, to check that the classifier takes it."""
   if not workdir:
     raise ConfigError('gan.quality "classifier" needs gan.classifier_workdir, '
                       'the workdir of a classifier trained on the same data; '
-                      f'train one with `{_TRAIN_CLASSIFIER}` and pass '
-                      '--config.gan.classifier_workdir=/tmp/bigml/default')
+                      'train one with '
+                      f'`{_TRAIN_CLASSIFIER.format("/tmp/bigml/default")}` '
+                      'and pass --config.gan.classifier_workdir='
+                      '/tmp/bigml/default')
   directory = os.path.join(os.path.expanduser(workdir), 'checkpoints')
-  step = (ocp.CheckpointManager(directory).latest_step()
-          if os.path.isdir(directory) else None)
+  step = None
+  if os.path.isdir(directory):
+    with ocp.CheckpointManager(directory) as manager:
+      step = manager.latest_step()
   if step is None:
-    raise ConfigError(f'gan.classifier_workdir {workdir} holds no checkpoint; '
-                      f'train a classifier there first, e.g. '
-                      f'`{_TRAIN_CLASSIFIER.replace("/tmp/bigml/default", workdir)}`')
+    raise ConfigError(
+        f'gan.classifier_workdir {workdir} holds no checkpoint; train a '
+        f'classifier there first: `{_TRAIN_CLASSIFIER.format(workdir)}`')
   model = build_model(load_saved_config(workdir).model,
                       num_classes=num_classes)
   abstract = nn.unbox(jax.eval_shape(
       lambda: model.init(jax.random.key(0), example))['params'])
   # Only the params, as numpy: the checkpoint's optimizer state and device
   # layout are the classifier run's business, not this one's.
+  as_numpy = jax.tree.map(
+      lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract)
   with ocp.CheckpointManager(directory) as manager:
     restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(
-            item={'params': abstract},
-            restore_args={'params': jax.tree.map(
-                lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract)},
-            partial_restore=True)))
+        state=ocp.args.PyTreeRestore(item={'params': abstract},
+                                     restore_args={'params': as_numpy},
+                                     partial_restore=True)))
   params = restored.state['params']
-  shapes = jax.tree.map(np.shape, params)
-  if shapes != jax.tree.map(lambda x: x.shape, abstract):
-    raise ConfigError(f'the classifier in {workdir} does not take this '
-                      'dataset\'s inputs or classes; train it on the same '
-                      'dataset as the GAN')
+  if jax.tree.map(np.shape, params) != jax.tree.map(np.shape, abstract):
+    raise ConfigError(f'the classifier in {workdir} does not fit this '
+                      "dataset's inputs or classes; train it on the GAN's "
+                      'dataset')
   return model, params
 
 
@@ -152,7 +159,8 @@ def _penultimate_features(model: nn.Module, params: Any, x: jax.Array
   dense_inputs = []
 
   def keep_dense_inputs(next_fun, args, kwargs, context):
-    if isinstance(context.module, nn.Dense) and context.method_name == '__call__':
+    if (isinstance(context.module, nn.Dense)
+        and context.method_name == '__call__'):
       dense_inputs.append(args[0])
     return next_fun(*args, **kwargs)
 
@@ -217,6 +225,14 @@ class GanTask:
                         'config.model.discriminator, each with a name (e.g. '
                         'mlp_generator, dcgan_discriminator) and its '
                         'hyperparameters')
+    # Loop options that only the default train step implements.
+    supported = {'parallelism': ('jit', None), 'microbatches': (1, None),
+                 'compute_dtype': (None, 'float32')}
+    for field, values in supported.items():
+      if config.get(field, values[0]) not in values:
+        raise ConfigError(f'task "gan" has its own train step, which does '
+                          f'not implement {field}={config.get(field)!r}; '
+                          'remove it from the config')
     gan = config.get('gan') or ml_collections.ConfigDict()
     task = cls(build_model(model.generator), build_model(model.discriminator),
                loss=gan.get('loss', 'non_saturating'),
@@ -247,6 +263,11 @@ class GanTask:
     if self.quality not in QUALITY:
       raise ConfigError(f'gan.quality {self.quality!r} is unknown; use one of '
                         f'{", ".join(QUALITY)}')
+    if self.quality == 'ring' and tuple(self.generator.output_shape) != (2,):
+      raise ConfigError('gan.quality "ring" scores 2-D points, but the '
+                        'generator makes samples of shape '
+                        f'{tuple(self.generator.output_shape)}; use '
+                        'gan.quality "none" or "classifier" for this data')
     if not isinstance(self.n_critic, int) or self.n_critic < 1:
       raise ConfigError(f'gan.n_critic must be a positive integer, got '
                         f'{self.n_critic!r}')
@@ -272,9 +293,6 @@ class GanTask:
 
   def discriminate(self, d_params: Any, x: jax.Array) -> jax.Array:
     return self.discriminator.apply({'params': d_params}, x)
-
-  def _sampling_params(self, params: Any) -> Any:
-    return params.get('generator_ema', params['generator'])
 
   def init(self, rng: jax.Array, batch: Batch) -> dict[str, Any]:
     """{'generator', 'discriminator'[, 'generator_ema']}, boxed with logical
@@ -312,7 +330,8 @@ class GanTask:
     return jax.nn.softplus(-fake_logits)
 
   def _d_metrics(self, real_logits, fake_logits, mask) -> Metrics:
-    return {'d_loss_sum': (self.d_losses(real_logits, fake_logits) * mask).sum(),
+    losses = self.d_losses(real_logits, fake_logits)
+    return {'d_loss_sum': (losses * mask).sum(),
             'real_correct': ((real_logits > 0) * mask).sum(),
             'fake_correct': ((fake_logits < 0) * mask).sum(),
             'count': mask.sum()}
@@ -411,11 +430,23 @@ class GanTask:
           jax.random.fold_in(rng, self.n_critic))
       # D's metrics are those of its last update: the D that G then faced.
       metrics = dict(d_metrics, **g_metrics)
-      metrics['grad_norm_sum'] = jnp.sqrt(metrics['d_grad_norm_sum'] ** 2 +
-                                          metrics['g_grad_norm_sum'] ** 2)
-      metrics['steps'] = jnp.ones((), jnp.float32)
-      return state.replace(step=state.step + 1, params=params,
-                           opt_state=opt_state), metrics
+      grad_norm = jnp.sqrt(metrics['d_grad_norm_sum'] ** 2 +
+                           metrics['g_grad_norm_sum'] ** 2)
+      # As in the default step: a non-finite loss, gradient or parameter
+      # skips the whole step (both networks) and is counted for the loop.
+      finite = (jnp.isfinite(grad_norm) &
+                jnp.isfinite(metrics['d_loss_sum'] + metrics['g_loss_sum']) &
+                jnp.isfinite(optax.tree.norm(params)))
+      keep = lambda new, old: jax.tree.map(
+          lambda n, o: jnp.where(finite, n, o), new, old)
+      metrics.update(
+          grad_norm_sum=jnp.where(finite, grad_norm, 0.0),
+          steps=jnp.ones((), jnp.float32),
+          nonfinite=(~finite).astype(jnp.float32),
+          min_nonfinite_step=jnp.where(finite, NO_STEP, state.step + 1))
+      return state.replace(step=state.step + 1,
+                           params=keep(params, state.params),
+                           opt_state=keep(opt_state, state.opt_state)), metrics
 
     return train_step
 
@@ -444,10 +475,11 @@ class GanTask:
     metrics = self._d_metrics(
         self.discriminate(params['discriminator'], real), fake_logits, mask)
     metrics['g_loss_sum'] = (self.g_losses(fake_logits) * mask).sum()
+    # Quality is that of the generator samples() draws from.
     if 'generator_ema' in params:
       fake = self.generate(params['generator_ema'], z)
     if self.quality == 'ring':
-      metrics.update(self._ring_sums(fake, mask))
+      metrics.update(self.ring_sums(fake, mask))
     elif self.quality == 'classifier':
       metrics.update(self._classifier_sums(real, fake, mask))
     return metrics['d_loss_sum'] / jnp.maximum(metrics['count'], 1.0), metrics
@@ -457,8 +489,9 @@ class GanTask:
     angles = 2 * np.pi * np.arange(self.ring_modes) / self.ring_modes
     return self.ring_radius * np.stack([np.cos(angles), np.sin(angles)], -1)
 
-  def _ring_sums(self, fake: jax.Array, mask: jax.Array) -> Metrics:
-    dist = jnp.linalg.norm(fake[:, None, :] - self.ring_centers()[None], axis=-1)
+  def ring_sums(self, fake: jax.Array, mask: jax.Array) -> Metrics:
+    centers = self.ring_centers()
+    dist = jnp.linalg.norm(fake[:, None, :] - centers[None], axis=-1)
     good = (dist.min(axis=1) <= 3 * self.ring_sigma) * mask
     nearest = jax.nn.one_hot(dist.argmin(axis=1), self.ring_modes)
     return {'high_quality': good.sum(),
@@ -515,9 +548,10 @@ class GanTask:
     """num_samples from G (its EMA when on): images [N, H, W, C] in [0, 1],
     or, for 2-D points, one scatter plot [1, 128, 128, 3] with the ring's
     modes (quality 'ring') in red."""
-    x = self.generate(self._sampling_params(params),
-                      self.noise(rng, self.num_samples))
+    g_params = params.get('generator_ema', params['generator'])
+    x = self.generate(g_params, self.noise(rng, self.num_samples))
     if x.ndim == 2:
-      marks = self.ring_centers() if self.quality == 'ring' else np.zeros((0, 2))
+      marks = (self.ring_centers() if self.quality == 'ring'
+               else np.zeros((0, 2)))
       return _scatter_image(x, self.plot_extent, marks)
     return x

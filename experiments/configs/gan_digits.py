@@ -13,66 +13,42 @@ train the CNN (about 15 s), then the GAN:
   python -m experiments.run --config=experiments/configs/gan_digits.py \
       --workdir=/tmp/bigml/gan_digits
 
-Result: RESULT_TBD
+Result: fid 7.18 and confidence 0.875 after 4,000 steps (step 1,000: 53.7,
+0.725; 2,000: 12.9, 0.834; 3,000: 8.1, 0.865), 87 s wall from command start
+(first train step at 10.8 s; ~3,400 examples/s), on a 2-core AMD EPYC CPU,
+one CPU device. For scale, in the same features 360 real train digits score
+fid 5.5 against the test digits, uniform noise 86.9; the CNN's confidence
+on real test digits is 0.989. Without the R1 penalty (r1_gamma=0) D wins
+outright for the first 3,000 steps and fid is still 39 at step 5,000.
 """
 
 import ml_collections
 
+from experiments.configs import _common
+
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+  config = _common.base(batch_size=64, total_steps=4000, log_every=500,
+                        eval_every=1000, checkpoint_every=1000)
   config.task = 'gan'
-
-  config.model = ml_collections.ConfigDict()
-  config.model.name = 'gan'
+  config.model = ml_collections.ConfigDict({'name': 'gan'})
   config.model.generator = ml_collections.ConfigDict({
       'name': 'dcgan_generator', 'output_shape': (8, 8, 1), 'latent_dim': 32,
       'channels': (64, 32)})
   config.model.discriminator = ml_collections.ConfigDict({
       'name': 'dcgan_discriminator', 'channels': (32, 64)})
 
-  config.gan = ml_collections.ConfigDict()
-  config.gan.loss = 'non_saturating'
-  config.gan.n_critic = 1
-  config.gan.r1_gamma = 1.0
-  config.gan.ema_decay = 0.999
-  config.gan.num_samples = 64
-  config.gan.quality = 'classifier'
-  # The workdir of the default CNN run above.
-  config.gan.classifier_workdir = '/tmp/bigml/default'
-
-  config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = 'digits'
-  config.dataset.train_split = 'train'
-  config.dataset.eval_split = 'test'
-  # None: $TFDS_DATA_DIR, else ~/tensorflow_datasets.
-  config.dataset.data_dir = ml_collections.config_dict.placeholder(str)
-
-  config.batch_size = 64
-  config.total_steps = 4000
-  config.log_every = 500
-  config.eval_every = 1000
-  config.checkpoint_every = 1000
-  config.max_to_keep = 2
-
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = 'adam'
-  config.optimizer.learning_rate = 5e-4
-  config.optimizer.schedule = 'constant'
-  config.optimizer.warmup_steps = 0
-  config.optimizer.weight_decay = 0.0
-  config.optimizer.grad_clip_norm = 0.0
-  config.optimizer.b1 = 0.5
-  config.optimizer.b2 = 0.999
+  config.gan = ml_collections.ConfigDict({
+      'loss': 'non_saturating', 'n_critic': 1, 'r1_gamma': 1.0,
+      'ema_decay': 0.999, 'num_samples': 64, 'quality': 'classifier',
+      # The workdir of the default CNN run above.
+      'classifier_workdir': '/tmp/bigml/default'})
+  config.dataset = _common.dataset('digits')
+  config.optimizer = _common.optimizer('adam', 5e-4, schedule='constant',
+                                       b1=0.5, b2=0.999)
   # Per-network overrides of any optimizer field above.
   config.optimizer.generator = ml_collections.ConfigDict(
       {'learning_rate': 5e-4})
   config.optimizer.discriminator = ml_collections.ConfigDict(
       {'learning_rate': 5e-4})
-
-  config.mesh = ml_collections.ConfigDict()
-  config.mesh.data = -1
-  config.mesh.fsdp = 1
-  config.mesh.tensor = 1
   return config

@@ -15,8 +15,8 @@ from experiments.configs import _common
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = _common.base(batch_size=32, total_steps=2000, log_every=100,
-                        eval_every=1000)
+  config = _common.base(batch_size=32, total_steps=1000, log_every=100,
+                        eval_every=500)
   config.task = 'lm'
   config.model = ml_collections.ConfigDict({
       'name': 'gpt', 'num_layers': 4, 'd_model': 128, 'num_heads': 4,

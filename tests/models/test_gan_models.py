@@ -15,7 +15,7 @@ from bigml_jax.models.gan import (DCGANDiscriminator, DCGANGenerator,
 
 class GanShapesTest(parameterized.TestCase):
 
-  @chex.variants(with_jit=True, without_jit=True)
+  @chex.variants(with_jit=True)
   @parameterized.parameters(
       (DCGANGenerator(output_shape=(8, 8, 1), latent_dim=16,
                       channels=(8, 4)), (3, 16), (3, 8, 8, 1)),
