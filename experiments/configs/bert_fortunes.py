@@ -6,7 +6,9 @@ pooling; AdamW, linear warmup then linear decay, weight decay 0.01:
   python -m experiments.run --config=experiments/configs/bert_fortunes.py \
       --workdir=/tmp/bigml/bert_fortunes
 
-Result: RESULT_PLACEHOLDER
+Result: test accuracy 0.9674 (loss 0.189) after 1,200 steps, 590 s wall
+on a 2-core AMD EPYC CPU, one CPU device, measured while other jobs loaded the machine
+(load ~5 on 2 cores: an upper bound).
 """
 
 import ml_collections

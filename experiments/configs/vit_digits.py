@@ -3,7 +3,8 @@
   python -m experiments.run --config=experiments/configs/vit_digits.py \
       --workdir=/tmp/bigml/vit_digits
 
-Result: RESULT_PLACEHOLDER
+Result: test accuracy 0.9667 (loss 0.162) after 1,500 steps, 76 s wall
+on a 2-core AMD EPYC CPU, one CPU device (load ~2.5).
 """
 
 import ml_collections
