@@ -14,7 +14,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCENARIOS = ['tests/test_faults.py',
              'tests/test_run.py::test_user_mistakes_fail_in_one_line',
-             'tests/test_run.py::test_missing_config_file']
+             'tests/test_run.py::test_missing_config_file',
+             'tests/test_run.py::test_config_file_without_get_config']
 
 
 class _Collect:

@@ -124,3 +124,14 @@ def test_missing_config_file(tmp_path):
   assert proc.returncode == 1
   assert proc.stderr.strip() == ('error: config file experiments/configs/nope.py '
                                  'not found; pass --config=experiments/configs/NAME.py')
+
+
+def test_config_file_without_get_config(tmp_path):
+  config = tmp_path / 'broken.py'
+  config.write_text('import ml_collections\nCONFIG = 1\n')
+  proc = run(f'--config={config}', f'--workdir={tmp_path / "w"}')
+  assert proc.returncode == 1
+  assert proc.stderr.strip() == (
+      f'error: config file {config} has no get_config(); define get_config() '
+      'returning an ml_collections.ConfigDict')
+  assert not os.path.exists(tmp_path / 'w')
