@@ -120,6 +120,8 @@ def test_user_mistakes_fail_in_one_line(tmp_path, data_dir, args, message):
 
 
 def test_missing_config_file(tmp_path):
+  """user mistake: a config file that does not exist
+  exit 1, one line naming the path and the expected form"""
   proc = run('--config=experiments/configs/nope.py', f'--workdir={tmp_path}')
   assert proc.returncode == 1
   assert proc.stderr.strip() == ('error: config file experiments/configs/nope.py '
@@ -127,6 +129,8 @@ def test_missing_config_file(tmp_path):
 
 
 def test_config_file_without_get_config(tmp_path):
+  """user mistake: a config file with no get_config()
+  exit 1, one line saying what to define; nothing written"""
   config = tmp_path / 'broken.py'
   config.write_text('import ml_collections\nCONFIG = 1\n')
   proc = run(f'--config={config}', f'--workdir={tmp_path / "w"}')
