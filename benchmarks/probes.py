@@ -20,6 +20,18 @@ from benchmarks import run as run_lib
 from benchmarks.workloads import GAN, TRANSFORMER, WORKLOADS
 
 
+# XLA:CPU library paths (jax 0.10): YNNPACK and XNNPACK fusions, oneDNN.
+XLA_FLAG_SETS = (
+    ('ynn_dot_eltwise_reduce',
+     '--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce'),
+    ('ynn_eltwise', '--xla_cpu_experimental_ynn_fusion_type=eltwise'),
+    ('ynn_dot', '--xla_cpu_experimental_ynn_fusion_type=dot'),
+    ('xnn_dot_eltwise_reduce',
+     '--xla_cpu_experimental_xnn_fusion_type=dot,eltwise,reduce'),
+    ('onednn', '--xla_cpu_experimental_onednn_custom_call=true'),
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Probe:
   name: str
@@ -35,23 +47,28 @@ PROBES = [Probe(*p) for p in (
     ('cnn/patches', 'cnn', 'conv as conv_general_dilated_patches + matmul'),
     ('cnn/plain_step', 'cnn', 'value_and_grad + optax update only: no grad '
      'norm, no non-finite guard'),
+    ('cnn/guard_no_param_norm', 'cnn', 'framework step without the updated '
+     "parameters' norm in the non-finite check"),
+    ('cnn/guard_no_where', 'cnn', 'framework step computing the norms but '
+     'applying the update unconditionally'),
     ('mlp/plain_step', 'mlp', 'value_and_grad + optax update only'),
+    ('mlp/guard_no_param_norm', 'mlp', 'framework step without the updated '
+     "parameters' norm in the non-finite check"),
+    ('mlp/guard_no_where', 'mlp', 'framework step computing the norms but '
+     'applying the update unconditionally'),
     ('gan/matmul_convs', 'gan', 'G: transposed convs as matmul + sub-pixel '
      'overlap-add; D: convs as im2col + matmul'),
     ('gan/matmul_g_only', 'gan', 'G: transposed convs as matmul + overlap-add; '
      'D unchanged'),
     ('transformer/xla_attention', 'transformer', "attention_impl='xla' "
      '(jax.nn.dot_product_attention)'),
+    ('transformer/fused_qkv', 'transformer', 'Q, K, V from one [D, 3, H, '
+     'd_k] projection'),
+    ('transformer/fused_qkv_xla', 'transformer', "fused QKV and "
+     "attention_impl='xla'"),
     ('transformer/plain_step', 'transformer', 'value_and_grad + optax only'),
 )] + [Probe(f'{w}/{flag_name}', w, f'XLA_FLAGS={flags}', flags)
-      for w in ('cnn', 'transformer', 'gan')
-      for flag_name, flags in (
-          ('xnn_fusion', '--xla_cpu_experimental_xnn_fusion_type='
-           'dot,eltwise,reduce'),
-          ('no_xnnpack', '--xla_cpu_use_xnnpack=false'),
-          ('onednn', '--xla_cpu_experimental_onednn_custom_call=true'),
-          ('vector_512', '--xla_cpu_prefer_vector_width=512'),
-      )]
+      for w in WORKLOADS for flag_name, flags in XLA_FLAG_SETS]
 PROBES_BY_NAME = {p.name: p for p in PROBES}
 
 
@@ -70,6 +87,38 @@ def plain_train_step(task, tx):
   return train_step
 
 
+def guard_variant_step(task, tx, *, param_norm: bool, where: bool):
+  """`bigml_jax.training.step.make_train_step` (no microbatches, no pmap)
+  with parts of its non-finite guard left out, to price each part."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from bigml_jax.training.step import NO_STEP  # pylint: disable=g-import-not-at-top
+
+  def train_step(state, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    grads, metrics = jax.grad(task.loss_and_metrics, has_aux=True)(
+        state.params, batch, rng, True)
+    grad_norm = optax.tree.norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(grad_norm) & jnp.isfinite(metrics['loss_sum'])
+    if param_norm:
+      finite &= jnp.isfinite(optax.tree.norm(params))
+    if where:
+      keep = lambda new, old: jax.tree.map(
+          lambda n, o: jnp.where(finite, n, o), new, old)
+      params, opt_state = (keep(params, state.params),
+                           keep(opt_state, state.opt_state))
+    metrics = dict(
+        metrics, grad_norm_sum=jnp.where(finite, grad_norm, 0.0),
+        steps=jnp.ones((), jnp.float32),
+        nonfinite=(~finite).astype(jnp.float32),
+        min_nonfinite_step=jnp.where(finite, NO_STEP, state.step + 1))
+    return state.replace(step=state.step + 1, params=params,
+                         opt_state=opt_state), metrics
+
+  return train_step
+
+
 def _variant(probe: Probe):
   """(task, tx, train_step or None) for a probe that changes code."""
   from bigml_jax.tasks import ClassificationTask  # pylint: disable=g-import-not-at-top
@@ -79,6 +128,10 @@ def _variant(probe: Probe):
   kind = probe.name.split('/')[1]
   if kind == 'plain_step':
     return task, tx, plain_train_step(task, tx)
+  if kind.startswith('guard_'):
+    return task, tx, guard_variant_step(
+        task, tx, param_norm=kind != 'guard_no_param_norm',
+        where=kind != 'guard_no_where')
   if probe.workload == 'cnn':
     conv = {'im2col': 'im2col', 'patches': 'patches'}.get(kind, 'lax')
     pool = 'reduce_window' if kind == 'reduce_window_pool' else 'reshape'
@@ -90,9 +143,17 @@ def _variant(probe: Probe):
     d_impl = 'im2col' if kind == 'matmul_convs' else 'lax'
     d = cpu_layers.DCGANDiscriminator(GAN['d_channels'], impl=d_impl)
     return dataclasses.replace(task, generator=g, discriminator=d), tx, None
-  if kind == 'xla_attention':
-    model = task.model.clone(attention_impl='xla')
-    return dataclasses.replace(task, model=model), tx, None
+  if kind in ('xla_attention', 'fused_qkv_xla'):
+    task = dataclasses.replace(task,
+                               model=task.model.clone(attention_impl='xla'))
+  if kind.startswith('fused_qkv'):
+    # The framework's blocks look MultiHeadAttention up in their module's
+    # globals at call time: swapping it there (in this process only) runs the
+    # framework's transformer with the fused projection.
+    from bigml_jax.models import transformer  # pylint: disable=g-import-not-at-top
+    transformer.MultiHeadAttention = cpu_layers.FusedQKVAttention
+  if kind in ('xla_attention', 'fused_qkv', 'fused_qkv_xla'):
+    return task, tx, None
   raise ValueError(probe.name)
 
 
@@ -118,31 +179,91 @@ def measure_probe(spec: str, *, windows: int = 5, window_s: float = 1.0
           'baseline_compile_s': runs[0].compile_s}
 
 
+def startup(names: list[str], *, windows: int, window_s: float) -> list[dict]:
+  """Compile time without, then with a cold and a warm persistent
+  compilation cache (jax_compilation_cache_dir), each in a fresh process."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  rows = []
+  for name in names:
+    with tempfile.TemporaryDirectory() as cache:
+      env = {'JAX_COMPILATION_CACHE_DIR': cache,
+             'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+             'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
+      times = [run_lib.run_isolated('bigml_jax', name, windows=windows,
+                                    window_s=window_s, env=e)['compile_s']
+               for e in ({}, env, env)]
+    rows.append({'workload': name, 'compile_s': times[0],
+                 'cache_cold_s': times[1], 'cache_warm_s': times[2]})
+    print(f'{name}: compile {times[0]:.2f} s, cold cache {times[1]:.2f} s, '
+          f'warm cache {times[2]:.2f} s', flush=True)
+  return rows
+
+
+def startup_table(rows: list[dict]) -> str:
+  lines = ['| workload | compile s | with cache, cold | with cache, warm |',
+           '|---|---:|---:|---:|']
+  for r in rows:
+    lines.append(f"| {r['workload']} | {r['compile_s']:.2f} | "
+                 f"{r['cache_cold_s']:.2f} | {r['cache_warm_s']:.2f} |")
+  return '\n'.join(lines)
+
+
 def table(rows: list[dict]) -> str:
   lines = ['| probe | what | baseline ex/s | probe ex/s | gain |',
            '|---|---|---:|---:|---:|']
   for r in rows:
+    if r.get('error'):
+      lines.append(f"| {r['probe']} | {r['what']} | - | failed: "
+                   f"{r['error'][:120]} | - |")
+      continue
     lines.append(f"| {r['probe']} | {r['what']} | {r['baseline']:,.0f} | "
                  f"{r['examples_per_sec']:,.0f} | {r['gain']:.2f}x |")
   return '\n'.join(lines)
 
 
-def run(*, windows: int, window_s: float, names: list[str] | None = None
-        ) -> dict:
-  """Every probe of the workloads `names` (default: all probes)."""
+def _measure(probe: Probe, *, windows: int, window_s: float) -> dict:
+  if not probe.xla_flags:
+    return run_lib.run_isolated('probe', probe.name, windows=windows,
+                                window_s=window_s)
+  # Flags are per process: a fresh baseline next to it.
+  base = run_lib.run_isolated('bigml_jax', probe.workload, windows=windows,
+                              window_s=window_s)
+  result = run_lib.run_isolated('bigml_jax', probe.workload, windows=windows,
+                                window_s=window_s,
+                                env={'XLA_FLAGS': probe.xla_flags})
+  return dict(result, baseline=base['examples_per_sec'],
+              gain=result['examples_per_sec'] / base['examples_per_sec'])
+
+
+def _selected(probe: Probe, only: str | None) -> bool:
+  if only == 'code':
+    return not probe.xla_flags
+  if only == 'flags':
+    return bool(probe.xla_flags)
+  return not only or (only != 'startup' and only in probe.name)
+
+
+def run(*, windows: int, window_s: float, names: list[str] | None = None,
+        only: str | None = None) -> dict:
+  """The probes of the workloads `names` (default: all) selected by `only`:
+  'code', 'flags', 'startup' (compile times only) or a part of their names;
+  all of them and the startup table by default."""
   rows = []
   for probe in PROBES:
-    if names and probe.workload not in names:
+    if (names and probe.workload not in names) or not _selected(probe, only):
       continue
-    if probe.xla_flags:  # Flags are per process: a fresh baseline next to it.
-      base, result = (run_lib.run_isolated(
-          'bigml_jax', probe.workload, windows=windows, window_s=window_s,
-          env={'XLA_FLAGS': flags}) for flags in ('', probe.xla_flags))
-      result = dict(result, baseline=base['examples_per_sec'],
-                    gain=result['examples_per_sec'] / base['examples_per_sec'])
-    else:
-      result = run_lib.run_isolated('probe', probe.name, windows=windows,
-                                    window_s=window_s)
+    try:
+      result = _measure(probe, windows=windows, window_s=window_s)
+    except RuntimeError as e:  # E.g. an XLA flag that breaks compilation.
+      error = str(e).strip().splitlines()[-1]
+      result = {'error': error, 'baseline': None, 'examples_per_sec': None,
+                'gain': None}
     rows.append(dict(result, probe=probe.name, what=probe.what))
     print(table(rows[-1:]).splitlines()[-1], flush=True)
-  return {'rows': rows, 'table': table(rows)}
+  start = []
+  if not only or only == 'startup':
+    start = startup(names or list(WORKLOADS), windows=1, window_s=0.1)
+  return {'rows': rows, 'startup': start,
+          'table': '\n\n'.join(t for t in (
+              table(rows) if rows else '',
+              startup_table(start) if start else '') if t)}

@@ -1,0 +1,87 @@
+"""The benchmark harness computes what it says it times (no speed asserts)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import cpu_layers, gpu, jax_harness, jax_workloads
+from benchmarks import run as run_lib
+from benchmarks.workloads import WORKLOADS
+
+# Parameter counts of the five workloads, worked out by hand from the layer
+# sizes in benchmarks/workloads.py.
+EXPECTED_PARAMS = {
+    'mlp': 784 * 128 + 128 + 128 * 10 + 10,
+    'cnn': (3 * 3 * 3 * 32 + 32) + (3 * 3 * 32 * 64 + 64) + (4096 * 128 + 128)
+           + (128 * 10 + 10),
+    'rnn': 128 * 128 + 128 * 32 + 128 + 128 * 10 + 10,
+    'transformer': 8192 * 256 + 128 * 256 + 4 * (
+        2 * 2 * 256 + 4 * (256 * 256 + 256) + 256 * 1024 + 1024
+        + 1024 * 256 + 256) + 2 * 256 + 256 * 2 + 2,
+    'gan': (100 * 6272 + 6272) + (4 * 4 * 128 * 64 + 64) + (4 * 4 * 64 + 1)
+           + (4 * 4 * 64 + 64) + (4 * 4 * 64 * 128 + 128) + (6272 + 1),
+}
+
+
+@pytest.mark.parametrize('name', sorted(WORKLOADS))
+def test_framework_param_counts(name):
+  assert jax_workloads.count_params(name) == EXPECTED_PARAMS[name]
+
+
+@pytest.mark.parametrize('name', sorted(WORKLOADS))
+def test_torch_twins_have_the_same_param_counts(name):
+  pytest.importorskip('torch')
+  from benchmarks import torch_workloads  # pylint: disable=g-import-not-at-top
+  bench = torch_workloads.build_workload(name)
+  assert bench.num_params == EXPECTED_PARAMS[name]
+  assert math.isfinite(float(bench.step().detach()))
+
+
+def test_two_framework_steps_are_finite():
+  bench = jax_workloads.build_workload('mlp')
+  assert bench.num_params == EXPECTED_PARAMS['mlp']
+  run = jax_harness.Runner(bench)
+  run(2)
+  assert int(run.state.step) == 2
+  assert math.isfinite(run.loss())
+
+
+def test_measure_reports_finite_rates():
+  result = run_lib.measure_jax('rnn', windows=2, window_s=0.05)
+  assert result['num_params'] == EXPECTED_PARAMS['rnn']
+  assert result['windows'] == 2
+  assert 0 < result['examples_per_sec'] < math.inf
+  assert math.isfinite(result['loss'])
+  assert result['compile_s'] > 0 and result['peak_rss_mb'] > 0
+
+
+def test_child_process_protocol():
+  result = run_lib.run_isolated('bigml_jax', 'mlp', windows=1, window_s=0.05)
+  assert result['workload'] == 'mlp'
+  assert result['num_params'] == EXPECTED_PARAMS['mlp']
+  assert 0 < result['examples_per_sec'] < math.inf
+
+
+def test_cpu_layer_candidates_compute_the_same_function():
+  for name, diff in cpu_layers.max_abs_differences().items():
+    assert diff < 1e-4, name
+
+
+def test_cnn_probe_keeps_the_framework_params():
+  w = WORKLOADS['cnn']
+  model = cpu_layers.CNN((32, 64), (128,), 10, conv='im2col')
+  import jax  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  params = nn.unbox(jax.eval_shape(model.init, jax.random.key(0),
+                                   w.batch()['image'][:1]))
+  count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+  assert count == EXPECTED_PARAMS['cnn']
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    'bigml_jax/__init__.py imports the loop and data layer, and config, '
+    'models, mesh, tasks and optim import ml_collections: see '
+    'benchmarks/NOTES.md, "GPU images"'))
+def test_gpu_suite_imports_need_no_data_or_config_packages():
+  assert gpu.blocked_import_chain() is None
