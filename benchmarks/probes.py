@@ -68,7 +68,11 @@ PROBES = [Probe(*p) for p in (
      "attention_impl='xla'"),
     ('transformer/plain_step', 'transformer', 'value_and_grad + optax only'),
 )] + [Probe(f'{w}/{flag_name}', w, f'XLA_FLAGS={flags}', flags)
-      for w in WORKLOADS for flag_name, flags in XLA_FLAG_SETS]
+      for w in WORKLOADS for flag_name, flags in XLA_FLAG_SETS] + [
+    Probe(f'{w}/{code}+{flag_name}', w, f'{code} and XLA_FLAGS={flags}', flags)
+    for w, code in (('cnn', 'im2col'), ('cnn', 'guard_no_param_norm'),
+                    ('gan', 'matmul_g_only'), ('gan', 'matmul_convs'))
+    for flag_name, flags in XLA_FLAG_SETS[2:3]]
 PROBES_BY_NAME = {p.name: p for p in PROBES}
 
 
@@ -125,7 +129,7 @@ def _variant(probe: Probe):
   from benchmarks import jax_workloads  # pylint: disable=g-import-not-at-top
   w = WORKLOADS[probe.workload]
   task, tx = jax_workloads.make_task_and_optimizer(w)
-  kind = probe.name.split('/')[1]
+  kind = probe.name.split('/')[1].split('+')[0]
   if kind == 'plain_step':
     return task, tx, plain_train_step(task, tx)
   if kind.startswith('guard_'):
@@ -221,16 +225,25 @@ def table(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
+def _is_flags_only(probe: Probe) -> bool:
+  return probe.name.split('/')[1] in dict(XLA_FLAG_SETS)
+
+
 def _measure(probe: Probe, *, windows: int, window_s: float) -> dict:
   if not probe.xla_flags:
     return run_lib.run_isolated('probe', probe.name, windows=windows,
                                 window_s=window_s)
-  # Flags are per process: a fresh baseline next to it.
+  # Flags are per process: the unchanged workload without them, in a fresh
+  # process next to it, is the baseline.
   base = run_lib.run_isolated('bigml_jax', probe.workload, windows=windows,
                               window_s=window_s)
-  result = run_lib.run_isolated('bigml_jax', probe.workload, windows=windows,
-                                window_s=window_s,
-                                env={'XLA_FLAGS': probe.xla_flags})
+  env = {'XLA_FLAGS': probe.xla_flags}
+  if _is_flags_only(probe):
+    result = run_lib.run_isolated('bigml_jax', probe.workload,
+                                  windows=windows, window_s=window_s, env=env)
+  else:  # Code changes too: the variant's side of the probe child's pair.
+    result = run_lib.run_isolated('probe', probe.name, windows=windows,
+                                  window_s=window_s, env=env)
   return dict(result, baseline=base['examples_per_sec'],
               gain=result['examples_per_sec'] / base['examples_per_sec'])
 
