@@ -14,19 +14,6 @@ import jax.numpy as jnp
 from bigml_jax.models import layers
 
 
-def _conv_transpose(features: int, kernel_size: Sequence[int],
-                    **kwargs) -> nn.ConvTranspose:
-  """Transposed conv; its kernel [kh, kw, in, out] shards like `layers.conv`."""
-  return nn.ConvTranspose(
-      features,
-      tuple(kernel_size),
-      kernel_init=nn.with_logical_partitioning(
-          nn.initializers.lecun_normal(), (None, None, 'embed', 'mlp')),
-      bias_init=nn.with_logical_partitioning(
-          nn.initializers.zeros_init(), ('mlp',)),
-      **kwargs)
-
-
 class DCGANGenerator(nn.Module):
   """Dense -> reshape -> stride-2 transposed convs (Radford et al., 2016).
 
@@ -61,9 +48,10 @@ class DCGANGenerator(nn.Module):
     x = nn.relu(x).reshape(z.shape[0], h // scale, w // scale,
                            self.channels[0])
     for features in self.channels[1:]:
-      x = _conv_transpose(features, self.kernel_size, strides=(2, 2))(x)
+      x = layers.conv(features, self.kernel_size, strides=(2, 2),
+                      transpose=True)(x)
       x = nn.relu(x)
-    x = _conv_transpose(c, self.kernel_size, strides=(2, 2))(x)
+    x = layers.conv(c, self.kernel_size, strides=(2, 2), transpose=True)(x)
     return nn.sigmoid(x)
 
 

@@ -32,9 +32,11 @@ def dense(features: int, axes: tuple[str, str], **kwargs) -> nn.Dense:
       **kwargs)
 
 
-def conv(features: int, kernel_size: Sequence[int], **kwargs) -> nn.Conv:
-  """Conv layer whose kernel [kh, kw, in, out] shards like a dense layer."""
-  return nn.Conv(
+def conv(features: int, kernel_size: Sequence[int], *, transpose: bool = False,
+         **kwargs) -> nn.Conv | nn.ConvTranspose:
+  """Conv (or transposed conv) layer whose kernel [kh, kw, in, out] shards
+  like a dense layer."""
+  return (nn.ConvTranspose if transpose else nn.Conv)(
       features,
       tuple(kernel_size),
       kernel_init=nn.with_logical_partitioning(
