@@ -63,9 +63,12 @@ class Runner:
   """`bench.step` compiled ahead of time; `runner(n)` runs n steps on the
   fixed batch, carrying the state, and returns once they are done."""
 
-  def __init__(self, bench: Bench):
+  def __init__(self, bench: Bench, compiler_options=None):
     start = time.perf_counter()
-    self.compiled = bench.step.lower(bench.state, bench.batch).compile()
+    lowered = bench.step.lower(bench.state, bench.batch)
+    if callable(compiler_options):  # Options chosen from the lowered step.
+      compiler_options = compiler_options(lowered)
+    self.compiled = lowered.compile(compiler_options=compiler_options)
     self.compile_s = time.perf_counter() - start
     self.state, self.batch, self.metrics = bench.state, bench.batch, None
 
@@ -82,11 +85,11 @@ class Runner:
 
 
 def time_bench(bench: Bench, *, examples_per_step: int, windows: int = 5,
-               window_s: float = 1.0) -> dict:
+               window_s: float = 1.0, compiler_options=None) -> dict:
   """Compiles `bench.step`, then times it (timing.measure) on its fixed
   device batch; also the compile time, XLA's temporaries and the last
   step's loss."""
-  run = Runner(bench)
+  run = Runner(bench, compiler_options)
   memory = run.compiled.memory_analysis()
   first_step_s = timing.timed(lambda: run(1))
   stats = timing.measure(run, examples_per_step=examples_per_step,
