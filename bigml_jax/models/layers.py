@@ -6,9 +6,12 @@ code never names a mesh axis.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax import lax
 
 _ACTIVATIONS = ('relu', 'gelu', 'silu', 'tanh', 'sigmoid', 'elu', 'leaky_relu')
 
@@ -33,10 +36,10 @@ def dense(features: int, axes: tuple[str, str], **kwargs) -> nn.Dense:
 
 
 def conv(features: int, kernel_size: Sequence[int], *, transpose: bool = False,
-         **kwargs) -> nn.Conv | nn.ConvTranspose:
+         **kwargs) -> nn.Module:
   """Conv (or transposed conv) layer whose kernel [kh, kw, in, out] shards
   like a dense layer."""
-  return (nn.ConvTranspose if transpose else nn.Conv)(
+  return (ConvTranspose if transpose else nn.Conv)(
       features,
       tuple(kernel_size),
       kernel_init=nn.with_logical_partitioning(
@@ -56,3 +59,97 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
   b, h, w, c = x.shape
   x = x[:, :h - h % 2, :w - w % 2, :]
   return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def _transpose_padding(k: int, s: int, padding: str) -> tuple[int, int]:
+  """The (low, high) padding `lax.conv_transpose` gives the dilated input."""
+  if padding == 'SAME':
+    total = k + s - 2
+    low = k - 1 if s > k - 1 else -(-total // 2)
+  else:
+    total = k + s - 2 + max(k - s, 0)
+    low = k - 1
+  return low, total - low
+
+
+def conv_transpose_by_matmul(x_BxHxWxC, kernel_KhxKwxCxF, strides, padding):
+  """`lax.conv_transpose(x, kernel, strides, padding)` (NHWC, HWIO, kernel
+  not flipped: flax's `ConvTranspose`) as one matmul and an overlap-add.
+
+  z = x @ kernel gives every input pixel's kh x kw x F contribution in one
+  GEMM; input i, tap t lands at output s*i + (k-1-t) - offset. Grouping the
+  taps by phase r = (k-1-t) mod s, each output phase is a sum of ceil(k/s)
+  shifted slices of z; the phases interleave into the output. Unlike XLA's
+  convolution over an input dilated with zeros, no product is with a zero.
+  """
+  b, h, w, c = x_BxHxWxC.shape
+  kh, kw, _, f = kernel_KhxKwxCxF.shape
+  (sh, sw) = strides
+  # Taps flipped so that tap index = offset within the full output window.
+  k = kernel_KhxKwxCxF[::-1, ::-1].transpose(2, 0, 1, 3).reshape(c, -1)
+  z = (x_BxHxWxC.reshape(-1, c) @ k).reshape(b, h, w, kh, kw, f)
+  qh, qw = -(-kh // sh), -(-kw // sw)  # Taps per phase, rounded up.
+
+  def phase(rh, rw):
+    total = jnp.zeros((b, h + qh - 1, w + qw - 1, f), z.dtype)
+    for i in range(qh):
+      for j in range(qw):
+        th, tw = sh * i + rh, sw * j + rw
+        if th < kh and tw < kw:
+          total += jnp.pad(z[:, :, :, th, tw, :],
+                           ((0, 0), (i, qh - 1 - i), (j, qw - 1 - j), (0, 0)))
+    return total
+
+  y = jnp.stack([jnp.stack([phase(rh, rw) for rw in range(sw)], axis=3)
+                 for rh in range(sh)], axis=2)  # [B, H', sh, W', sw, F]
+  y = y.reshape(b, (h + qh - 1) * sh, (w + qw - 1) * sw, f)
+  out = []
+  for size, k_, s_, full in ((h, kh, sh, y.shape[1]), (w, kw, sw, y.shape[2])):
+    low, high = _transpose_padding(k_, s_, padding)
+    start = k_ - 1 - low
+    length = (size - 1) * s_ + 1 + low + high - k_ + 1
+    out.append((start, length, max(start + length - full, 0)))
+  (h0, hn, hpad), (w0, wn, wpad) = out
+  y = jnp.pad(y, ((0, 0), (0, hpad), (0, wpad), (0, 0)))
+  return y[:, h0:h0 + hn, w0:w0 + wn, :]
+
+
+class ConvTranspose(nn.Module):
+  """2-D transposed convolution with `nn.ConvTranspose`'s parameters and
+  results (kernel [kh, kw, in, out], SAME or VALID padding).
+
+  On CPU it runs as `conv_transpose_by_matmul`: XLA:CPU computes a
+  transposed convolution as a convolution over an input dilated with zeros,
+  and the GAN generator's steps were 2.2x faster the other way
+  (benchmarks/NOTES.md). Other backends keep `lax.conv_transpose`.
+  """
+  features: int
+  kernel_size: Sequence[int]
+  strides: Sequence[int] = (1, 1)
+  padding: str = 'SAME'
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  kernel_init: Any = nn.initializers.lecun_normal()
+  bias_init: Any = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC: jnp.ndarray) -> jnp.ndarray:
+    if self.padding not in ('SAME', 'VALID'):
+      raise ValueError(f"ConvTranspose padding {self.padding!r}: use 'SAME' "
+                       "or 'VALID'")
+    kernel = self.param(
+        'kernel', self.kernel_init,
+        (*self.kernel_size, x_BxHxWxC.shape[-1], self.features),
+        self.param_dtype)
+    bias = (self.param('bias', self.bias_init, (self.features,),
+                       self.param_dtype) if self.use_bias else None)
+    x, kernel, bias = nn.dtypes.promote_dtype(x_BxHxWxC, kernel, bias,
+                                              dtype=self.dtype)
+    if jax.default_backend() == 'cpu':
+      y = conv_transpose_by_matmul(x, kernel, tuple(self.strides),
+                                   self.padding)
+    else:
+      y = lax.conv_transpose(x, kernel, tuple(self.strides), self.padding,
+                             dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return y if bias is None else y + bias

@@ -77,3 +77,31 @@ def test_build_model_unknown_hyperparameter():
   cfg = ml_collections.ConfigDict({'name': 'mlp', 'features': (4,), 'widht': 3})
   with pytest.raises(ConfigError, match='no hyperparameter.*widht'):
     build_model(cfg, num_classes=10)
+
+
+@pytest.mark.parametrize('kernel,strides,padding', [
+    ((4, 4), (2, 2), 'SAME'), ((3, 3), (2, 2), 'SAME'),
+    ((5, 3), (3, 2), 'SAME'), ((4, 4), (2, 2), 'VALID'),
+    ((3, 3), (1, 1), 'SAME'), ((2, 2), (3, 3), 'VALID')])
+def test_conv_transpose_equals_flax(kernel, strides, padding):
+  x = jax.random.normal(jax.random.key(1), (2, 5, 6, 3))
+  ours = layers.ConvTranspose(4, kernel, strides=strides, padding=padding)
+  flax_layer = nn.ConvTranspose(4, kernel, strides=strides, padding=padding)
+  params = flax_layer.init(jax.random.key(0), x)
+  chex.assert_trees_all_equal_shapes(ours.init(jax.random.key(0), x), params)
+  expected = flax_layer.apply(params, x)
+  np.testing.assert_allclose(ours.apply(params, x), expected, atol=1e-5)
+  np.testing.assert_allclose(  # The matmul form, whatever the backend.
+      layers.conv_transpose_by_matmul(x, params['params']['kernel'], strides,
+                                      padding) + params['params']['bias'],
+      expected, atol=1e-5)
+  # Gradients agree too (the generator trains through them).
+  loss = lambda f, k: jnp.sum(jnp.sin(f(x, k)))
+  by_lax = lambda x, k: jax.lax.conv_transpose(
+      x, k, strides, padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  by_matmul = lambda x, k: layers.conv_transpose_by_matmul(x, k, strides,
+                                                           padding)
+  k = params['params']['kernel']
+  np.testing.assert_allclose(jax.grad(lambda k: loss(by_matmul, k))(k),
+                             jax.grad(lambda k: loss(by_lax, k))(k),
+                             rtol=1e-4, atol=1e-4)
