@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigml_jax.parallel import mesh as mesh_lib
+from bigml_jax.training import perf
 from bigml_jax.training import step as step_lib
 from bigml_jax.training.state import TrainState
 
@@ -63,11 +64,11 @@ class Runner:
   """`bench.step` compiled ahead of time; `runner(n)` runs n steps on the
   fixed batch, carrying the state, and returns once they are done."""
 
-  def __init__(self, bench: Bench, compiler_options=None):
+  def __init__(self, bench: Bench, compiler_options=perf.compiler_options):
     start = time.perf_counter()
     lowered = bench.step.lower(bench.state, bench.batch)
-    if callable(compiler_options):  # Options chosen from the lowered step.
-      compiler_options = compiler_options(lowered)
+    if callable(compiler_options):  # Options chosen from the lowered step,
+      compiler_options = compiler_options(lowered)  # as the loop does.
     self.compiled = lowered.compile(compiler_options=compiler_options)
     self.compile_s = time.perf_counter() - start
     self.state, self.batch, self.metrics = bench.state, bench.batch, None
@@ -85,7 +86,8 @@ class Runner:
 
 
 def time_bench(bench: Bench, *, examples_per_step: int, windows: int = 5,
-               window_s: float = 1.0, compiler_options=None) -> dict:
+               window_s: float = 1.0,
+               compiler_options=perf.compiler_options) -> dict:
   """Compiles `bench.step`, then times it (timing.measure) on its fixed
   device batch; also the compile time, XLA's temporaries and the last
   step's loss."""

@@ -28,10 +28,28 @@ def peak_flops_per_device(device: jax.Device) -> float | None:
   return None
 
 
+# XLA:CPU's YNNPACK fusions over dots and the ops around them ran the CNN's
+# convolutions 1.4-1.7x faster than the default (individual dots only) but
+# cost the MLP 20% (benchmarks/NOTES.md), so only steps with convolutions
+# take them.
+_CPU_CONV_OPTIONS = {
+    'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT'}
+
+
+def compiler_options(lowered) -> dict[str, str] | None:
+  """Per-compilation XLA options for a lowered step (None: the defaults)."""
+  if (jax.default_backend() == 'cpu' and
+      'convolution' in lowered.as_text()):
+    return _CPU_CONV_OPTIONS
+  return None
+
+
 def compile_and_report(jitted, *args):
-  """Compiles `jitted` for `args`, logs its memory analysis; returns the
-  compiled step and its FLOPs per device (None if XLA does not say)."""
-  compiled = jitted.lower(*args).compile()
+  """Compiles `jitted` for `args` (with `compiler_options`), logs its memory
+  analysis; returns the compiled step and its FLOPs per device (None if XLA
+  does not say)."""
+  lowered = jitted.lower(*args)
+  compiled = lowered.compile(compiler_options(lowered))
   memory = compiled.memory_analysis()
   if memory is not None:
     logging.info(
