@@ -14,8 +14,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT = 'experiments/configs/default.py'
 
 
-def run(*args, data_dir=None):
+def run(*args, data_dir=None, home=None):
   env = dict(os.environ)
+  if home:  # The CLI's own compilation cache, not the test session's.
+    env['HOME'] = str(home)
+    env.pop('JAX_COMPILATION_CACHE_DIR', None)
   if data_dir:
     args += (f'--config.dataset.data_dir={data_dir}',)
   return subprocess.run([sys.executable, '-m', 'experiments.run', *args],
@@ -44,8 +47,10 @@ def test_default_experiment_end_to_end(tmp_path, data_dir):
   proc = run(f'--config={DEFAULT}', f'--workdir={workdir}',
              '--config.total_steps=60', '--config.log_every=20',
              '--config.eval_every=30', '--config.checkpoint_every=30',
-             '--config.optimizer.warmup_steps=5', data_dir=data_dir)
+             '--config.optimizer.warmup_steps=5', data_dir=data_dir,
+             home=tmp_path / 'home')
   assert proc.returncode == 0, proc.stderr[-3000:]
+  assert os.listdir(tmp_path / 'home' / '.cache' / 'bigml_jax' / 'xla')
   last = proc.stdout.strip().splitlines()[-1]
   assert last.startswith('step 60: test loss ') and 'test accuracy' in last
   accuracy = float(last.rsplit(' ', 1)[1])
