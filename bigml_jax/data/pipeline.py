@@ -23,6 +23,7 @@ tries the network.
 """
 
 import dataclasses
+import functools
 import glob
 import math
 import os
@@ -43,21 +44,81 @@ Batch = dict[str, np.ndarray]
 TOKENS_KEY = 'tokens'
 TOKENIZER_FILE = 'tokenizer.json'
 DEFAULT_MAX_LENGTH = 256
+MAX_IN_MEMORY_BYTES = 256 << 20  # Splits up to this size are decoded once.
 DEFAULT_DATA_DIR = os.environ.get('TFDS_DATA_DIR',
                                   os.path.join('~', 'tensorflow_datasets'))
+
+
+class ArraySource(Sequence):
+  """A split held in memory, one array per feature: a batch read is one
+  index per feature instead of decoding each record.
+
+  For a small split this doubled the digits pipeline (benchmarks/NOTES.md):
+  TFDS decodes records one by one (~40 us each) and array_record starts a
+  thread pool per read.
+  """
+
+  def __init__(self, arrays: dict[str, np.ndarray]):
+    self.arrays = arrays
+
+  def __len__(self) -> int:
+    return len(next(iter(self.arrays.values())))
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    return {k: v[index] for k, v in self.arrays.items()}
+
+  def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+    batch = self.read_batch(indices)
+    return [{k: v[i] for k, v in batch.items()} for i in range(len(indices))]
+
+  def read_batch(self, indices: Sequence[int]) -> Batch:
+    indices = np.asarray(indices, np.int64)
+    return {k: v[indices] for k, v in self.arrays.items()}
+
+
+def _decoded_bytes(features) -> int | None:
+  """Bytes of one decoded example, None if a feature has no fixed shape."""
+  total = 0
+  for feature in features.values():
+    if any(d is None for d in feature.shape):
+      return None
+    total += math.prod(feature.shape) * np.dtype(feature.np_dtype).itemsize
+  return total
+
+
+def _in_memory(source: Sequence[Any], features,
+               max_bytes: int = MAX_IN_MEMORY_BYTES) -> Sequence[Any]:
+  """`source` decoded into an ArraySource when it fits in `max_bytes`."""
+  example_bytes = _decoded_bytes(features)
+  if example_bytes is None or example_bytes * len(source) > max_bytes:
+    return source
+  records = _read_records(source, range(len(source)))
+  return ArraySource({k: np.stack([np.asarray(r[k]) for r in records])
+                      for k in records[0]})
 
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticSource(Sequence):
   """Random-access source of Gaussian images with random labels.
 
-  Example i is a pure function of (seed, i): for benchmarks and tests of
-  arbitrary shapes, not for learning anything.
+  For benchmarks and tests of arbitrary shapes, not for learning anything.
+  Example i is example i % P of a pool of P examples drawn once from
+  `seed` (P as many as fit in 32 MB, at most 4,096): a pure function of
+  (seed, i) that costs an index, not a random draw, per example.
   """
   num_examples: int
   shape: tuple[int, ...]
   num_classes: int
   seed: int = 0
+
+  @functools.cached_property
+  def _pool(self) -> ArraySource:
+    example_bytes = 4 * math.prod(self.shape)
+    size = max(1, min(self.num_examples, 4096, (32 << 20) // example_bytes))
+    rng = np.random.default_rng(self.seed)
+    return ArraySource({
+        'image': rng.standard_normal((size, *self.shape), dtype=np.float32),
+        'label': rng.integers(self.num_classes, size=size)})
 
   def __len__(self) -> int:
     return self.num_examples
@@ -65,9 +126,10 @@ class SyntheticSource(Sequence):
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     if not 0 <= index < self.num_examples:
       raise IndexError(index)
-    rng = np.random.default_rng((self.seed, index))
-    return {'image': rng.standard_normal(self.shape, dtype=np.float32),
-            'label': np.int64(rng.integers(self.num_classes))}
+    return self._pool[index % len(self._pool)]
+
+  def read_batch(self, indices: Sequence[int]) -> Batch:
+    return self._pool.read_batch(np.asarray(indices) % len(self._pool))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,7 +334,8 @@ def load_sources(cfg: ml_collections.ConfigDict,
   if cfg.get('text_key', 'text') in features:
     return _text_sources(cfg, train, eval_, features, workdir)
   label = features[cfg.get('label_key', 'label')]
-  return Sources(train, eval_, label.num_classes)
+  return Sources(_in_memory(train, features), _in_memory(eval_, features),
+                 label.num_classes)
 
 
 def make_preprocess(cfg: ml_collections.ConfigDict):
@@ -307,6 +370,8 @@ def _read_records(source: Sequence[Any], indices: Sequence[int]) -> list[Any]:
 
 def _read_batch(source: Sequence[Any], preprocess,
                 indices: Sequence[int]) -> Batch:
+  if hasattr(source, 'read_batch'):
+    return preprocess(source.read_batch(indices))
   records = _read_records(source, indices)
   return preprocess({k: np.stack([np.asarray(r[k]) for r in records])
                      for k in records[0]})

@@ -129,3 +129,35 @@ def test_batch_not_divisible_by_processes(digits):
                      'processes'):
     pipeline.train_iterator(sources.train, pre, seed=0, global_batch_size=10,
                             process_count=4)
+
+
+def test_small_splits_are_decoded_once_and_read_the_same(digits, data_dir):
+  sources, pre = digits
+  assert isinstance(sources.train, pipeline.ArraySource)
+  cfg = ml_collections.ConfigDict({'name': 'digits', 'train_split': 'train',
+                                   'eval_split': 'test', 'data_dir': data_dir})
+  records, _, features = pipeline._tfds_splits(cfg)  # pylint: disable=protected-access
+  assert not isinstance(records, pipeline.ArraySource)
+  # One byte too small a budget keeps the record-by-record source.
+  size = pipeline._decoded_bytes(features) * len(records)  # pylint: disable=protected-access
+  assert size == 1437 * (64 + 8)
+  assert pipeline._in_memory(records, features, size - 1) is records  # pylint: disable=protected-access
+  batches = lambda src: [next(it) for it in [pipeline.train_iterator(
+      src, pre, seed=3, global_batch_size=32)] for _ in range(5)]
+  for a, b in zip(batches(records), batches(sources.train)):
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_synthetic_examples_are_a_pure_function_of_seed_and_index():
+  make = lambda seed: pipeline.SyntheticSource(10_000, (64, 64, 3), 7, seed)
+  src = make(0)
+  pool = (32 << 20) // (4 * 64 * 64 * 3)  # 682 examples fit in 32 MB.
+  batch = src.read_batch([5, 5 + pool, 9_999])
+  np.testing.assert_array_equal(batch['image'][0], batch['image'][1])
+  np.testing.assert_array_equal(batch['image'][2], make(0)[9_999]['image'])
+  assert not np.array_equal(batch['image'][0], batch['image'][2])
+  assert not np.array_equal(make(1)[5]['image'], batch['image'][0])
+  assert batch['image'].shape == (3, 64, 64, 3) and batch['label'].max() < 7
+  with pytest.raises(IndexError):
+    src[10_000]  # pylint: disable=pointless-statement
