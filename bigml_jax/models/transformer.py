@@ -9,6 +9,7 @@ instabilities of post-LN.
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from bigml_jax.models import layers
@@ -17,6 +18,23 @@ from bigml_jax.models.embeddings import (Embed, PositionEmbed,
                                          normalized_weighted_sum)
 
 POOLINGS = ('cls', 'mean', 'normalized_sum')
+
+# What a rematerialised block keeps from its forward pass for the backward
+# pass; everything else in the block is recomputed. 'none' keeps everything
+# (no remat).
+REMAT_POLICIES = {
+    'full': None,  # Only the block's input: least memory, most recompute.
+    'dots': jax.checkpoint_policies.dots_saveable,  # Every matmul output.
+    # Matmuls with no batch dimension (projections, MLP), not attention's
+    # QK^T and AV: MaxText's 'minimal'.
+    'dots_no_batch': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def check_remat(remat: str) -> None:
+  if remat != 'none' and remat not in REMAT_POLICIES:
+    raise ValueError(f'remat {remat!r} is unknown; use one of none, '
+                     f'{", ".join(REMAT_POLICIES)}')
 
 
 def layer_norm(dtype: Any, name: str | None = None) -> nn.LayerNorm:
@@ -98,8 +116,9 @@ class TransformerStack(nn.Module):
   Attributes:
     num_layers, num_heads, mlp_dim, dropout_rate, causal, attention_impl,
       dtype: as in `EncoderBlock` (causal=True stacks `DecoderBlock`s).
-    remat: recompute each block's activations in the backward pass
-      (`nn.remat`), trading compute for memory; outputs are identical.
+    remat: 'none', or a `REMAT_POLICIES` name: recompute each block's
+      activations in the backward pass (`nn.remat`) but for what the policy
+      keeps, trading compute for memory; outputs and gradients are the same.
   """
   num_layers: int
   num_heads: int
@@ -107,16 +126,21 @@ class TransformerStack(nn.Module):
   dropout_rate: float = 0.0
   causal: bool = False
   attention_impl: str = 'einsum'
-  remat: bool = False
+  remat: str = 'none'
   dtype: Any = jnp.float32
+
+  def __post_init__(self):
+    check_remat(self.remat)
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, x_BxLxD: jnp.ndarray, mask: jnp.ndarray | None,
                train: bool) -> jnp.ndarray:
     block_cls = DecoderBlock if self.causal else EncoderBlock
-    if self.remat:
+    if self.remat != 'none':
       # Counting self as 0, `train` is argument 3.
-      block_cls = nn.remat(block_cls, static_argnums=(3,))
+      block_cls = nn.remat(block_cls, static_argnums=(3,),
+                           policy=REMAT_POLICIES[self.remat])
     for i in range(self.num_layers):
       x_BxLxD = block_cls(
           self.num_heads, self.mlp_dim, self.dropout_rate,
@@ -157,7 +181,7 @@ class BertClassifier(nn.Module):
       and the pooled vector.
     position_embedding: 'learned' or 'sinusoidal'.
     attention_impl: 'einsum', 'xla' or 'cudnn' (see `MultiHeadAttention`).
-    remat: rematerialise each block in the backward pass.
+    remat: per-block rematerialisation policy (see `TransformerStack`).
     dtype: compute dtype name, e.g. 'float32' or 'bfloat16' (params float32).
   """
   vocab_size: int
@@ -171,8 +195,12 @@ class BertClassifier(nn.Module):
   dropout_rate: float = 0.1
   position_embedding: str = 'learned'
   attention_impl: str = 'einsum'
-  remat: bool = False
+  remat: str = 'none'
   dtype: str = 'float32'
+
+  def __post_init__(self):
+    check_remat(self.remat)  # A config mistake fails at construction.
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, tokens_BxL: jnp.ndarray, *,
@@ -215,7 +243,7 @@ class GPTLM(nn.Module):
     dropout_rate: dropout on embeddings, attention weights and residuals.
     position_embedding: 'learned' or 'sinusoidal'.
     attention_impl: 'einsum', 'xla' or 'cudnn' (see `MultiHeadAttention`).
-    remat: rematerialise each block in the backward pass.
+    remat: per-block rematerialisation policy (see `TransformerStack`).
     dtype: compute dtype name, e.g. 'float32' or 'bfloat16' (params float32).
   """
   vocab_size: int
@@ -227,8 +255,12 @@ class GPTLM(nn.Module):
   dropout_rate: float = 0.0
   position_embedding: str = 'learned'
   attention_impl: str = 'einsum'
-  remat: bool = False
+  remat: str = 'none'
   dtype: str = 'float32'
+
+  def __post_init__(self):
+    check_remat(self.remat)  # A config mistake fails at construction.
+    super().__post_init__()
 
   def setup(self):
     dtype = jnp.dtype(self.dtype)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 
 from bigml_jax.models import layers
 from bigml_jax.models.embeddings import PositionEmbed
-from bigml_jax.models.transformer import TransformerStack
+from bigml_jax.models.transformer import TransformerStack, check_remat
 
 
 class ViT(nn.Module):
@@ -26,7 +26,7 @@ class ViT(nn.Module):
     pooling: 'cls' or 'mean'.
     dropout_rate: dropout on embeddings, attention weights and residuals.
     attention_impl: 'einsum', 'xla' or 'cudnn' (see `MultiHeadAttention`).
-    remat: rematerialise each block in the backward pass.
+    remat: per-block rematerialisation policy (see `TransformerStack`).
     dtype: compute dtype name, e.g. 'float32' or 'bfloat16' (params float32).
   """
   num_classes: int
@@ -38,8 +38,12 @@ class ViT(nn.Module):
   pooling: str = 'cls'
   dropout_rate: float = 0.0
   attention_impl: str = 'einsum'
-  remat: bool = False
+  remat: str = 'none'
   dtype: str = 'float32'
+
+  def __post_init__(self):
+    check_remat(self.remat)  # A config mistake fails at construction.
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, *,

@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict({
       'name': 'bert', 'num_layers': 2, 'd_model': 128, 'num_heads': 4,
       'mlp_dim': 512, 'max_len': 128, 'pooling': 'mean',
-      'dropout_rate': 0.1})
+      'dropout_rate': 0.1, 'remat': 'none'})
   config.dataset = _common.dataset('fortunes', tokenizer='subword',
                                    vocab_size=2048, max_length=128)
   config.optimizer = _common.optimizer('adamw', 5e-4, schedule='linear',

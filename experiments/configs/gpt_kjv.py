@@ -22,7 +22,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.task = 'lm'
   config.model = ml_collections.ConfigDict({
       'name': 'gpt', 'num_layers': 4, 'd_model': 128, 'num_heads': 4,
-      'mlp_dim': 512, 'max_len': 128, 'dropout_rate': 0.0})
+      'mlp_dim': 512, 'max_len': 128, 'dropout_rate': 0.0,
+      'remat': 'none'})
   config.dataset = _common.dataset('kjv_bible', tokenizer='char',
                                    max_length=128)
   config.optimizer = _common.optimizer('adamw', 1e-3, warmup_steps=100,

@@ -16,7 +16,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = _common.base(batch_size=64, total_steps=1500, log_every=100)
   config.model = ml_collections.ConfigDict({
       'name': 'vit', 'patch_size': 2, 'd_model': 64, 'num_layers': 4,
-      'num_heads': 4, 'mlp_dim': 128, 'pooling': 'mean', 'dropout_rate': 0.1})
+      'num_heads': 4, 'mlp_dim': 128, 'pooling': 'mean', 'dropout_rate': 0.1,
+      'remat': 'none'})
   config.dataset = _common.dataset('digits')
   config.optimizer = _common.optimizer('adamw', 1e-3, warmup_steps=100,
                                        weight_decay=0.05, grad_clip_norm=1.0)

@@ -165,17 +165,43 @@ def test_gpt_ties_input_and_output_embeddings():
                              rtol=1e-5, atol=1e-5)
 
 
-def test_remat_keeps_params_and_gradients():
+@pytest.mark.parametrize('policy', ['full', 'dots', 'dots_no_batch'])
+def test_remat_keeps_params_and_gradients(policy):
   model = BERT
   tokens = _padded(2, 6, real=4)
   params = _init(model)
-  remat = model.clone(remat=True)
+  remat = model.clone(remat=policy)
   shapes = jax.eval_shape(lambda: remat.init(jax.random.key(0), tokens))
   assert (jax.tree.structure(nn.unbox(shapes['params'])) ==
           jax.tree.structure(params))
   grad = lambda m: jax.jit(jax.grad(
       lambda p: jnp.sum(m.apply({'params': p}, tokens) ** 2)))(params)
   chex.assert_trees_all_close(grad(remat), grad(model), rtol=1e-5, atol=1e-5)
+
+
+def test_remat_policies_recompute_what_they_do_not_keep():
+  """XLA's FLOP count of the compiled backward pass: the less a policy
+  keeps, the more the backward pass recomputes."""
+  model = GPTLM(vocab_size=64, num_layers=2, d_model=64, num_heads=4,
+                mlp_dim=256, max_len=64)
+  tokens = jnp.ones((4, 64), jnp.int32)
+  params = nn.unbox(model.init(jax.random.key(0), tokens)['params'])
+
+  def flops(policy):
+    m = model.clone(remat=policy)
+    compiled = jax.jit(jax.grad(lambda p: jnp.sum(
+        m.apply({'params': p}, tokens)))).lower(params).compile()
+    return compiled.cost_analysis()['flops']
+
+  none, dots, dots_no_batch, full = (
+      flops(p) for p in ('none', 'dots', 'dots_no_batch', 'full'))
+  assert none < min(dots, dots_no_batch) <= max(dots, dots_no_batch) < full
+
+
+def test_unknown_remat_policy_fails_at_construction():
+  with pytest.raises(ValueError, match=r"remat 'some' is unknown; use one of "
+                     r'none, full, dots, dots_no_batch'):
+    GPTLM(vocab_size=8, remat='some')
 
 
 @pytest.mark.parametrize('model', [BERT, GPT])
