@@ -63,7 +63,7 @@ def _pipeline(dataset: dict, batch_size: int, in_memory: bool = False):
 
 def _default_cnn(sources, batch_size: int, first_batch: dict):
   from bigml_jax.tasks import build_task  # pylint: disable=g-import-not-at-top
-  from bigml_jax.training.optim import make_optimizer  # pylint: disable=g-import-not-at-top
+  from bigml_jax.optim import make_optimizer  # pylint: disable=g-import-not-at-top
   from experiments.configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.batch_size = batch_size

@@ -15,8 +15,8 @@ import numpy as np
 
 from bigml_jax.models import layers
 from bigml_jax.models.rnn import Recurrent, make_cell
+from bigml_jax.optim import make_optimizer
 from bigml_jax.tasks import ClassificationTask, build_task
-from bigml_jax.training.optim import make_optimizer
 
 from benchmarks.jax_harness import MESH_1, Bench, build
 from benchmarks.workloads import GAN, RNN, TRANSFORMER, WORKLOADS, Workload

@@ -99,7 +99,7 @@ def guard_variant_step(task, tx, *, param_norm: bool, where: bool,
   with parts of its non-finite guard left out (or the updated parameters'
   norm replaced by the updates' norm), to price each part."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from bigml_jax.training.step import NO_STEP  # pylint: disable=g-import-not-at-top
+  from bigml_jax.tasks.base import NO_STEP  # pylint: disable=g-import-not-at-top
 
   def train_step(state, batch):
     rng = jax.random.fold_in(state.rng, state.step)

@@ -9,20 +9,41 @@ The public surface, each piece usable alone:
   make_mesh              ('data', 'fsdp', 'tensor') mesh from config.mesh
   ConfigError            raised for mistakes a user can fix
   Preempted, NonFiniteError   how a run that must stop early ends
+
+Names are imported on first use (PEP 562), so importing one piece, e.g.
+`bigml_jax.models`, loads neither the loop nor the data and config packages
+(grain, tensorflow_datasets, ml_collections) that GPU images may lack.
 """
 
-from bigml_jax.config import ConfigError, validate_config
-from bigml_jax.models import MODELS, build_model
-from bigml_jax.parallel.mesh import make_mesh
-from bigml_jax.tasks import ClassificationTask
-from bigml_jax.training.loop import NonFiniteError, Preempted, train_and_evaluate
-from bigml_jax.training.optim import make_optimizer
-from bigml_jax.training.state import TrainState
-from bigml_jax.training.step import make_eval_step, make_train_step
+import importlib
 
-__all__ = [
-    'ClassificationTask', 'ConfigError', 'MODELS', 'NonFiniteError', 'Preempted',
-    'TrainState', 'build_model',
-    'make_eval_step', 'make_mesh', 'make_optimizer', 'make_train_step',
-    'train_and_evaluate', 'validate_config',
-]
+# Public name -> the module that defines it.
+_EXPORTS = {
+    'ClassificationTask': 'bigml_jax.tasks',
+    'ConfigError': 'bigml_jax.errors',
+    'MODELS': 'bigml_jax.models',
+    'NonFiniteError': 'bigml_jax.training.loop',
+    'Preempted': 'bigml_jax.training.loop',
+    'TrainState': 'bigml_jax.training.state',
+    'build_model': 'bigml_jax.models',
+    'make_eval_step': 'bigml_jax.training.step',
+    'make_mesh': 'bigml_jax.parallel.mesh',
+    'make_optimizer': 'bigml_jax.optim',
+    'make_train_step': 'bigml_jax.training.step',
+    'train_and_evaluate': 'bigml_jax.training.loop',
+    'validate_config': 'bigml_jax.config',
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name not in _EXPORTS:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  value = getattr(importlib.import_module(_EXPORTS[name]), name)
+  globals()[name] = value  # Later look-ups skip __getattr__.
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(__all__))

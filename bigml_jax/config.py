@@ -11,9 +11,7 @@ import os
 
 import ml_collections
 
-
-class ConfigError(ValueError):
-  """A mistake the user can fix in the config or the command line."""
+from bigml_jax.errors import ConfigError  # Re-exported: config.ConfigError.
 
 
 REQUIRED_FIELDS = (

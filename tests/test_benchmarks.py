@@ -79,10 +79,6 @@ def test_cnn_probe_keeps_the_framework_params():
   assert count == EXPECTED_PARAMS['cnn']
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'bigml_jax/__init__.py imports the loop and data layer, and config, '
-    'models, mesh, tasks and optim import ml_collections: see '
-    'benchmarks/NOTES.md, "GPU images"'))
 def test_gpu_suite_imports_need_no_data_or_config_packages():
   assert gpu.blocked_import_chain() is None
 

@@ -9,9 +9,9 @@ its model(s) from `config.model`. A task provides:
 and optionally make_train_step(tx) for a step of its own.
 """
 
-import ml_collections
+from collections.abc import Mapping
 
-from bigml_jax.config import ConfigError
+from bigml_jax.errors import ConfigError
 from bigml_jax.tasks.classification import ClassificationTask
 from bigml_jax.tasks.gan import GanTask
 from bigml_jax.tasks.lm import LMTask
@@ -20,7 +20,7 @@ TASKS = {'classification': ClassificationTask, 'lm': LMTask,
          'gan': GanTask}
 
 
-def build_task(config: ml_collections.ConfigDict, **data_fields):
+def build_task(config: Mapping, **data_fields):
   """The task named by `config.task` (default 'classification').
 
   `data_fields` are facts from the data the model needs: num_classes for

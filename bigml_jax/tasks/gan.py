@@ -34,6 +34,7 @@ and, in evaluation, sample quality:
     for reference).
 """
 
+from collections.abc import Mapping
 import dataclasses
 import os
 from typing import Any
@@ -41,15 +42,14 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from bigml_jax.config import ConfigError, load_saved_config
+from bigml_jax.errors import ConfigError
 from bigml_jax.models import build_model
-from bigml_jax.training.optim import make_optimizer
-from bigml_jax.training.step import NO_STEP
+from bigml_jax.optim import make_optimizer
+from bigml_jax.tasks.base import NO_STEP
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -76,9 +76,9 @@ class GanOptimizers:
             'discriminator': self.discriminator.init(params['discriminator'])}
 
 
-def network_optimizer_config(opt: ml_collections.ConfigDict,
-                             network: str) -> ml_collections.ConfigDict:
+def network_optimizer_config(opt: Mapping, network: str) -> Mapping:
   """config.optimizer with `optimizer.<network>`'s overrides applied."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
   shared = {k: v for k, v in opt.items() if k not in NETWORKS}
   overrides = dict(opt.get(network) or {})
   allowed = set(shared) | set(_OPTIONAL_OPTIMIZER_FIELDS)
@@ -131,6 +131,7 @@ def load_classifier(workdir: str | None, num_classes: int,
     raise ConfigError(
         f'gan.classifier_workdir {workdir} holds no checkpoint; train a '
         f'classifier there first: `{_TRAIN_CLASSIFIER.format(workdir)}`')
+  from bigml_jax.config import load_saved_config  # pylint: disable=g-import-not-at-top
   model = build_model(load_saved_config(workdir).model,
                       num_classes=num_classes)
   abstract = nn.unbox(jax.eval_shape(
@@ -233,7 +234,7 @@ class GanTask:
         raise ConfigError(f'task "gan" has its own train step, which does '
                           f'not implement {field}={config.get(field)!r}; '
                           'remove it from the config')
-    gan = config.get('gan') or ml_collections.ConfigDict()
+    gan = config.get('gan') or {}
     task = cls(build_model(model.generator), build_model(model.discriminator),
                loss=gan.get('loss', 'non_saturating'),
                n_critic=gan.get('n_critic', 1),

@@ -23,12 +23,12 @@ from bigml_jax import checkpoint as ckpt
 from bigml_jax.config import ConfigError, save_config, validate_config
 from bigml_jax.data import pipeline
 from bigml_jax.metrics import MetricWriter
+from bigml_jax.optim import make_optimizer
 from bigml_jax.parallel import mesh as mesh_lib
 from bigml_jax.parallel import multihost
 from bigml_jax.tasks import build_task
 from bigml_jax.training import perf
 from bigml_jax.training import step as step_lib
-from bigml_jax.training.optim import make_optimizer
 from bigml_jax.training.state import TrainState
 
 

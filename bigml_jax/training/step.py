@@ -19,10 +19,10 @@ import optax
 from jax.sharding import Mesh
 
 from bigml_jax.parallel import mesh as mesh_lib
+from bigml_jax.tasks.base import NO_STEP
 from bigml_jax.training.state import TrainState
 
 Metrics = dict[str, jax.Array]
-NO_STEP = jnp.iinfo(jnp.int32).max
 
 
 def _cast_floats(tree, dtype):

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from bigml_jax.training.optim import make_optimizer, make_schedule
+from bigml_jax.optim import make_optimizer, make_schedule
 
 
 def _opt(**kw):
