@@ -5,10 +5,11 @@
 module's hyperparameters.
 """
 
-import flax.linen as nn
-import ml_collections
+from collections.abc import Mapping
 
-from bigml_jax.config import ConfigError
+import flax.linen as nn
+
+from bigml_jax.errors import ConfigError
 from bigml_jax.models.cnn import CNN
 from bigml_jax.models.conv_attention import ConvAttentionCNN
 from bigml_jax.models.gan import (DCGANDiscriminator, DCGANGenerator,
@@ -33,7 +34,7 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 
-def build_model(model_config: ml_collections.ConfigDict, **extra) -> nn.Module:
+def build_model(model_config: Mapping, **extra) -> nn.Module:
   """Instantiates `MODELS[model_config.name]` with the config's other fields.
 
   `extra` supplies fields the data decides (e.g. `num_classes`) unless the
@@ -51,7 +52,10 @@ def build_model(model_config: ml_collections.ConfigDict, **extra) -> nn.Module:
   if unknown:
     raise ConfigError(f'model {name!r} has no hyperparameter(s) '
                       f'{", ".join(unknown)}; remove them from config.model')
-  return MODELS[name](**kwargs)
+  try:
+    return MODELS[name](**kwargs)
+  except ValueError as e:  # A hyperparameter the model rejects.
+    raise ConfigError(f'model {name!r}: {e}') from None
 
 
 __all__ = ['CNN', 'MLP', 'MODELS', 'build_model']

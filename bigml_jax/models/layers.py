@@ -38,14 +38,20 @@ def dense(features: int, axes: tuple[str, str], **kwargs) -> nn.Dense:
 def conv(features: int, kernel_size: Sequence[int], *, transpose: bool = False,
          **kwargs) -> nn.Module:
   """Conv (or transposed conv) layer whose kernel [kh, kw, in, out] shards
-  like a dense layer."""
+  its output channels over 'embed' (FSDP) only.
+
+  Channels sharded over 'tensor' would have to be resharded wherever a conv
+  stack meets a flatten or a differently named layer, and on meshes with
+  fsdp > 1 and tensor > 1 XLA gets such reshards wrong (see
+  tests/parallel/test_mesh.py); tensor-parallel convolutions are rare.
+  """
   return (ConvTranspose if transpose else nn.Conv)(
       features,
       tuple(kernel_size),
       kernel_init=nn.with_logical_partitioning(
-          nn.initializers.lecun_normal(), (None, None, 'embed', 'mlp')),
+          nn.initializers.lecun_normal(), (None, None, None, 'embed')),
       bias_init=nn.with_logical_partitioning(
-          nn.initializers.zeros_init(), ('mlp',)),
+          nn.initializers.zeros_init(), ('embed',)),
       **kwargs)
 
 

@@ -7,16 +7,14 @@ names to mesh axes. Batches are split over ('data', 'fsdp') together, as in
 MaxText: FSDP is data parallelism whose parameters are sharded too.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from absl import logging
 import flax.linen as nn
 import jax
-import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from bigml_jax.config import ConfigError
+from bigml_jax.errors import ConfigError
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
 BATCH_AXES = ('data', 'fsdp')
@@ -33,7 +31,7 @@ DEFAULT_RULES = (
 )
 
 
-def mesh_shape(mesh_config: ml_collections.ConfigDict,
+def mesh_shape(mesh_config: Mapping,
                num_devices: int) -> tuple[int, ...]:
   """Resolves the sizes of ('data', 'fsdp', 'tensor'); one may be -1."""
   sizes = [int(mesh_config[a]) for a in MESH_AXES]
@@ -54,16 +52,11 @@ def mesh_shape(mesh_config: ml_collections.ConfigDict,
   return tuple(sizes)
 
 
-def make_mesh(mesh_config: ml_collections.ConfigDict,
+def make_mesh(mesh_config: Mapping,
               devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A ('data', 'fsdp', 'tensor') mesh over `devices` (default: all)."""
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(mesh_config, len(devices))
-  if shape[1] > 1 and shape[2] > 1 and devices[0].platform == 'cpu':
-    # See tests/parallel/test_mesh.py::test_xla_fsdp_times_tensor_matmul_is_correct.
-    logging.warning('mesh fsdp=%d x tensor=%d: XLA (jax %s) computes wrong '
-                    'gradients for this combination on CPU; use fsdp or '
-                    'tensor alone there', shape[1], shape[2], jax.__version__)
   return jax.make_mesh(shape, MESH_AXES, devices=devices,
                        axis_types=(jax.sharding.AxisType.Auto,) * 3)
 

@@ -13,11 +13,11 @@ import pytest
 
 from bigml_jax import train_and_evaluate
 from bigml_jax.models import MLP
+from bigml_jax.optim import make_optimizer
 from bigml_jax.parallel import mesh as mesh_lib
 from bigml_jax.tasks import ClassificationTask
 from bigml_jax.training import step as step_lib
 from bigml_jax.training.state import TrainState
-from bigml_jax.training.optim import make_optimizer
 
 
 def _losses(workdir):
@@ -48,10 +48,15 @@ def test_modes_match_one_device(tiny_config, tmp_path):
                                err_msg=name)
 
 
-@pytest.mark.xfail(strict=True, reason='XLA fsdp x tensor bug, see '
-                   'tests/parallel/test_mesh.py')
-def test_data_fsdp_tensor_cube_matches_one_device(tiny_config, tmp_path):
-  base = dict(total_steps=5, **{'model.dropout_rate': 0.0})
+@pytest.mark.parametrize('model', [
+    {},
+    {'model.features': (32, 16, 24)},
+    {'model': ml_collections.ConfigDict({
+        'name': 'cnn', 'channels': (8, 16), 'dense': (32,),
+        'dropout_rate': 0.0})}])
+def test_data_fsdp_tensor_cube_matches_one_device(tiny_config, tmp_path,
+                                                  model):
+  base = dict(total_steps=5, **{'model.dropout_rate': 0.0}, **model)
   train_and_evaluate(tiny_config(**base), tmp_path / 'one',
                      devices=jax.devices()[:1])
   train_and_evaluate(tiny_config(**base, **{'mesh.data': 2, 'mesh.fsdp': 2,
