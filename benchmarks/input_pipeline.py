@@ -8,53 +8,32 @@ For the default experiment (CNN on `digits`) at batch 64 and 128:
                 (next -> device_put -> step, dispatched asynchronously):
                 steps/s.
 The pipeline is not the bottleneck when it is faster than the step and the
-fed step keeps the step's rate. The same again with the split decoded once
-into memory (`InMemorySource`, a proposed library change: TFDS decodes each
-record in Python, and array_record starts a thread pool per read), and for
+fed step keeps the step's rate. Each with the split as the library serves it
+(small splits decoded once into an in-memory `ArraySource`) and record by
+record as TFDS serves it (each record decoded in Python, and array_record
+starting a thread pool per read), and the pipeline alone for
 the `synthetic` source at the mlp and cnn workloads' shapes, which the
 overhead suite feeds through the loop.
 """
 
-import dataclasses
-from collections.abc import Sequence
-
 import jax
-import numpy as np
+
+from bigml_jax.training import perf
 
 from benchmarks import jax_harness, timing
 from benchmarks.workloads import WORKLOADS
 
 
-@dataclasses.dataclass(frozen=True)
-class InMemorySource(Sequence):
-  """A source's records decoded once into arrays; reads are indexing."""
-  arrays: dict
-
-  @classmethod
-  def of(cls, source) -> 'InMemorySource':
-    from bigml_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-    records = pipeline._read_records(source, range(len(source)))  # pylint: disable=protected-access
-    return cls({k: np.stack([np.asarray(r[k]) for r in records])
-                for k in records[0]})
-
-  def __len__(self) -> int:
-    return len(next(iter(self.arrays.values())))
-
-  def __getitem__(self, index: int) -> dict:
-    return {k: v[index] for k, v in self.arrays.items()}
-
-  def __getitems__(self, indices) -> list[dict]:
-    batch = {k: v[np.asarray(indices)] for k, v in self.arrays.items()}
-    return [{k: v[i] for k, v in batch.items()} for i in range(len(indices))]
-
-
-def _pipeline(dataset: dict, batch_size: int, in_memory: bool = False):
+def _pipeline(dataset: dict, batch_size: int, records: bool = False):
+  """`records`: the train split as TFDS serves it, decoded record by record,
+  instead of the in-memory `ArraySource` the library makes of small splits."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   from bigml_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   cfg = ml_collections.ConfigDict(dict(
       {'train_split': 'train', 'eval_split': 'test'}, **dataset))
   sources = pipeline.load_sources(cfg)
-  train = InMemorySource.of(sources.train) if in_memory else sources.train
+  train = (pipeline._tfds_splits(cfg)[0] if records  # pylint: disable=protected-access
+           else sources.train)
   preprocess = pipeline.make_preprocess(cfg)
   it = pipeline.train_iterator(train, preprocess, seed=0,
                                global_batch_size=batch_size)
@@ -73,9 +52,9 @@ def _default_cnn(sources, batch_size: int, first_batch: dict):
 
 
 def measure_default(batch_size: int, *, windows: int, window_s: float,
-                    in_memory: bool = False) -> dict:
+                    records: bool = False) -> dict:
   # The default experiment's data_dir: $TFDS_DATA_DIR or ~/tensorflow_datasets.
-  sources, it = _pipeline({'name': 'digits'}, batch_size, in_memory)
+  sources, it = _pipeline({'name': 'digits'}, batch_size, records)
   pipe = timing.measure(lambda n: [next(it) for _ in range(n)],
                         examples_per_step=1, windows=windows,
                         window_s=window_s)
@@ -83,7 +62,8 @@ def measure_default(batch_size: int, *, windows: int, window_s: float,
   step = jax_harness.time_bench(bench, examples_per_step=1, windows=windows,
                                   window_s=window_s)
   bench = _default_cnn(sources, batch_size, next(it))  # time_bench donated.
-  compiled = bench.step.lower(bench.state, bench.batch).compile()
+  lowered = bench.step.lower(bench.state, bench.batch)
+  compiled = lowered.compile(perf.compiler_options(lowered))
   state, sharding = bench.state, bench.batch['image'].sharding
 
   def fed(n):
@@ -94,7 +74,8 @@ def measure_default(batch_size: int, *, windows: int, window_s: float,
 
   fed_stats = timing.measure(fed, examples_per_step=1, windows=windows,
                              window_s=window_s)
-  return {'source': 'digits' + (', in memory' if in_memory else ''),
+  return {'source': 'digits' + (', record by record' if records
+                                else ' (in memory)'),
           'batch_size': batch_size,
           'pipeline_batches_per_sec': pipe['examples_per_sec'],
           'step_steps_per_sec': step['examples_per_sec'],
@@ -131,8 +112,8 @@ def table(rows: list[dict]) -> str:
 
 
 def run(*, windows: int, window_s: float) -> dict:
-  rows = [measure_default(b, windows=windows, window_s=window_s, in_memory=m)
-          for m in (False, True) for b in (64, 128)]
+  rows = [measure_default(b, windows=windows, window_s=window_s, records=r)
+          for r in (True, False) for b in (64, 128)]
   rows += [measure_synthetic(n, windows=windows, window_s=window_s)
            for n in ('mlp', 'cnn')]
   return {'rows': rows, 'table': table(rows)}

@@ -11,13 +11,12 @@ the ratio between the two is the probe's gain.
 
 import dataclasses
 
-import flax.linen as nn
 import jax
 import optax
 
 from benchmarks import cpu_layers, timing
 from benchmarks import run as run_lib
-from benchmarks.workloads import GAN, TRANSFORMER, WORKLOADS
+from benchmarks.workloads import GAN, WORKLOADS
 
 
 # XLA:CPU library paths (jax 0.10): YNNPACK and XNNPACK fusions, oneDNN.
@@ -127,46 +126,6 @@ def guard_variant_step(task, tx, *, param_norm: bool, where: bool,
                          opt_state=opt_state), metrics
 
   return train_step
-
-
-# jax 0.10's XLA:CPU takes this per compilation (DebugOptions enum name).
-YNN_DOT = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT'}
-
-
-def conv_compiler_options(lowered):
-  """The proposed rule: YNN 'dot' fusions for CPU steps with convolutions
-  (1.5-1.7x on the cnn), none otherwise (it costs the mlp 20%)."""
-  if jax.default_backend() != 'cpu':
-    return None
-  return YNN_DOT if 'convolution' in lowered.as_text(dialect='hlo') else None
-
-
-def proposed(name: str):
-  """(task, tx, train_step) with the library changes NOTES.md recommends:
-  the guard without the updated parameters' norm, and the GAN generator's
-  transposed convs as matmul + overlap-add. Compile with
-  conv_compiler_options."""
-  from benchmarks import jax_workloads  # pylint: disable=g-import-not-at-top
-  w = WORKLOADS[name]
-  task, tx = jax_workloads.make_task_and_optimizer(w)
-  if name == 'gan':
-    g = cpu_layers.DCGANGenerator(w.inputs, GAN['latent_dim'],
-                                  GAN['g_channels'], impl='matmul')
-    return dataclasses.replace(task, generator=g), tx, None
-  return task, tx, guard_variant_step(task, tx, param_norm=False, where=True)
-
-
-def measure_proposed(name: str, *, windows: int = 5, window_s: float = 1.0
-                     ) -> dict:
-  from benchmarks import jax_harness  # pylint: disable=g-import-not-at-top
-  w = WORKLOADS[name]
-  task, tx, train_step = proposed(name)
-  bench = jax_harness.build(task, tx, w.batch(0), train_step=train_step)
-  stats = jax_harness.time_bench(bench, examples_per_step=w.batch_size,
-                                 windows=windows, window_s=window_s,
-                                 compiler_options=conv_compiler_options)
-  return dict(stats, side='proposed', workload=name,
-              peak_rss_mb=run_lib.timing.peak_rss_mb())
 
 
 def _variant(probe: Probe):

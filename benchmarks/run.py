@@ -15,7 +15,6 @@ torch nor the data layer (see benchmarks/gpu.py).
 """
 
 import argparse
-import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -66,11 +65,10 @@ def measure_torch(name: str, *, windows: int = 5, window_s: float = 1.0) -> dict
 
 
 def measure_loop(name: str, *, windows: int = 5, window_s: float = 1.0,
-                 steps: int | None = None, pooled: bool = False) -> dict:
+                 steps: int | None = None) -> dict:
   from benchmarks import overhead  # pylint: disable=g-import-not-at-top
   del window_s  # The loop's log windows are `steps` long instead.
-  return overhead.measure_loop(name, windows=windows, steps=steps or 10,
-                               pooled=pooled)
+  return overhead.measure_loop(name, windows=windows, steps=steps or 10)
 
 
 def measure_probe(spec: str, *, windows: int = 5,
@@ -79,16 +77,8 @@ def measure_probe(spec: str, *, windows: int = 5,
   return probes.measure_probe(spec, windows=windows, window_s=window_s)
 
 
-def measure_proposed(name: str, *, windows: int = 5,
-                     window_s: float = 1.0) -> dict:
-  from benchmarks import probes  # pylint: disable=g-import-not-at-top
-  return probes.measure_proposed(name, windows=windows, window_s=window_s)
-
-
 MEASURE = {'bigml_jax': measure_jax, 'torch': measure_torch,
-           'proposed': measure_proposed,
            'loop': measure_loop,
-           'loop_pooled': functools.partial(measure_loop, pooled=True),
            'probe': measure_probe}
 
 
@@ -138,37 +128,30 @@ def _fmt(x, spec='.0f', missing='-'):
 
 
 def cpu_table(rows: list[dict]) -> str:
-  proposed = any('proposed' in r for r in rows)
   head = ('| workload | params (jax / torch) | bigml_jax ex/s | torch ex/s | '
-          'ratio | jax compile s | peak RSS MB (jax / torch) |'
-          + (' proposed ex/s | proposed ratio |' if proposed else '') +
-          '\n|---|---|---:|---:|---:|---:|---:|' + ('---:|---:|' if proposed
-                                                  else ''))
+          'ratio | jax compile s | peak RSS MB (jax / torch) |\n'
+          '|---|---|---:|---:|---:|---:|---:|')
   lines = [head]
   for r in rows:
-    j, t, p = r['bigml_jax'], r.get('torch'), r.get('proposed')
+    j, t = r['bigml_jax'], r.get('torch')
     lines.append(
         f"| {r['workload']} | {j['num_params']:,} / "
         f"{_fmt(t and t['num_params'], ',')} | {j['examples_per_sec']:,.0f} | "
         f"{_fmt(t and t['examples_per_sec'], ',.0f')} | "
         f"{_fmt(r.get('ratio'), '.2f')} | {j['compile_s']:.2f} | "
-        f"{j['peak_rss_mb']:.0f} / {_fmt(t and t['peak_rss_mb'])} |"
-        + (f" {p['examples_per_sec']:,.0f} | "
-           f"{_fmt(r.get('proposed_ratio'), '.2f')} |" if p else ''))
+        f"{j['peak_rss_mb']:.0f} / {_fmt(t and t['peak_rss_mb'])} |")
   return '\n'.join(lines)
 
 
 def cpu_suite(names: list[str], *, windows: int, window_s: float,
-              rounds: int = 1, proposed: bool = False) -> dict:
+              rounds: int = 1) -> dict:
   """Each workload on each side, `rounds` times in alternation; a side's
-  figure is its best round (the one other processes disturbed least).
-  `proposed` adds the framework with NOTES.md's recommended changes."""
+  figure is its best round (the one other processes disturbed least)."""
   with_torch = torch_available()
   if not with_torch:
     print('torch is not installed: bigml_jax only '
           "(pip install -e '.[bench]' for the comparison)", file=sys.stderr)
   sides = ('bigml_jax', 'torch') if with_torch else ('bigml_jax',)
-  sides += ('proposed',) if proposed else ()
   rows = []
   for name in names:
     row = {'workload': name}
@@ -184,10 +167,8 @@ def cpu_suite(names: list[str], *, windows: int, window_s: float,
       row[side] = max(row[side + '_rounds'],
                       key=lambda r: r['examples_per_sec'])
     if with_torch:
-      torch_rate = row['torch']['examples_per_sec']
-      row['ratio'] = row['bigml_jax']['examples_per_sec'] / torch_rate
-      if proposed:
-        row['proposed_ratio'] = row['proposed']['examples_per_sec'] / torch_rate
+      row['ratio'] = (row['bigml_jax']['examples_per_sec'] /
+                      row['torch']['examples_per_sec'])
     rows.append(row)
   return {'rows': rows, 'table': cpu_table(rows)}
 
@@ -206,9 +187,6 @@ def main(argv=None) -> int:
   parser.add_argument('--rounds', type=int, default=1,
                       help='cpu suite: measure each side this many times, '
                       'alternating, and keep the best round')
-  parser.add_argument('--proposed', action='store_true',
-                      help='cpu suite: also time the framework with the '
-                      'library changes benchmarks/NOTES.md recommends')
   parser.add_argument('--json', help='also write the results here')
   parser.add_argument('--probes', help="probes suite: 'code', 'flags', "
                       "'startup' or a part of probe names, e.g. ynn")
@@ -234,7 +212,7 @@ def main(argv=None) -> int:
   env = environment()
   if args.suite == 'cpu':
     out = cpu_suite(names, windows=args.windows, window_s=args.window_s,
-                    rounds=args.rounds, proposed=args.proposed)
+                    rounds=args.rounds)
   elif args.suite == 'overhead':
     from benchmarks import overhead  # pylint: disable=g-import-not-at-top
     out = overhead.run(names, windows=args.windows, window_s=args.window_s)

@@ -81,28 +81,3 @@ def test_cnn_probe_keeps_the_framework_params():
 
 def test_gpu_suite_imports_need_no_data_or_config_packages():
   assert gpu.blocked_import_chain() is None
-
-
-def test_proposed_compiler_options_only_for_convolutions():
-  import jax  # pylint: disable=g-import-not-at-top
-  from benchmarks import probes  # pylint: disable=g-import-not-at-top
-  chosen = {}
-  for name in ('mlp', 'cnn'):
-    bench = jax_workloads.build_workload(name)
-    chosen[name] = probes.conv_compiler_options(
-        bench.step.lower(bench.state, bench.batch))
-  assert chosen['mlp'] is None
-  assert chosen['cnn'] == (probes.YNN_DOT if jax.default_backend() == 'cpu'
-                           else None)
-
-
-def test_proposed_steps_run():
-  from benchmarks import probes  # pylint: disable=g-import-not-at-top
-  for name in ('cnn', 'gan'):
-    w = WORKLOADS[name]
-    task, tx, train_step = probes.proposed(name)
-    bench = jax_harness.build(task, tx, w.batch(0), train_step=train_step)
-    assert bench.num_params == EXPECTED_PARAMS[name]
-    run = jax_harness.Runner(bench, probes.conv_compiler_options)
-    run(2)
-    assert math.isfinite(run.loss())
