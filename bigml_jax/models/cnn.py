@@ -34,10 +34,5 @@ class CNN(nn.Module):
       x = layers.conv(c, self.kernel_size, padding='SAME')(x)
       x = layers.max_pool_2x2(nn.relu(x))
     x = x.reshape(x.shape[0], -1)
-    names = ('embed', 'mlp')  # Alternating, as in `MLP`.
-    for width in self.dense:
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-      x = nn.relu(layers.dense(width, names)(x))
-      names = names[::-1]
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return layers.dense(self.num_classes, (names[0], 'vocab'))(x)
+    return layers.dense_head(x, self.dense, self.num_classes,
+                             self.dropout_rate, train)

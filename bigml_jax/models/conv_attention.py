@@ -107,8 +107,5 @@ class ConvAttentionCNN(nn.Module):
                           kernel_size=self.attention_kernel_size,
                           name='attention')(x)
     x = x.reshape(x.shape[0], -1)
-    for width in self.dense:
-      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-      x = nn.relu(layers.dense(width, ('embed', 'mlp'))(x))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return layers.dense(self.num_classes, ('embed', 'vocab'))(x)
+    return layers.dense_head(x, self.dense, self.num_classes,
+                             self.dropout_rate, train)

@@ -43,8 +43,10 @@ class DCGANGenerator(nn.Module):
     if h % scale or w % scale:
       raise ValueError(f'output_shape {tuple(self.output_shape)} must have H '
                        f'and W divisible by 2**len(channels) = {scale}')
+    # Output features unsharded: they are reshaped into a grid (see
+    # layers.conv on why channels stay off the tensor axis).
     x = layers.dense(h // scale * (w // scale) * self.channels[0],
-                     ('embed', 'mlp'))(z)
+                     ('embed', None))(z)
     x = nn.relu(x).reshape(z.shape[0], h // scale, w // scale,
                            self.channels[0])
     for features in self.channels[1:]:
@@ -97,9 +99,10 @@ class MLPGenerator(nn.Module):
   def __call__(self, z: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
     del train
     x = z
-    for width in self.features:
-      x = nn.relu(layers.dense(width, ('embed', 'mlp'))(x))
-    x = layers.dense(math.prod(self.output_shape), ('embed', 'vocab'))(x)
+    *hidden, out = layers.chain_axes(len(self.features), 'vocab')
+    for width, axes in zip(self.features, hidden):
+      x = nn.relu(layers.dense(width, axes)(x))
+    x = layers.dense(math.prod(self.output_shape), out)(x)
     return x.reshape(z.shape[0], *self.output_shape)
 
 
@@ -115,6 +118,7 @@ class MLPDiscriminator(nn.Module):
   def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
     del train
     x = x.reshape(x.shape[0], -1)
-    for width in self.features:
-      x = nn.leaky_relu(layers.dense(width, ('embed', 'mlp'))(x), 0.2)
-    return layers.dense(1, ('embed', 'vocab'))(x)[:, 0]
+    *hidden, out = layers.chain_axes(len(self.features), 'vocab')
+    for width, axes in zip(self.features, hidden):
+      x = nn.leaky_relu(layers.dense(width, axes)(x), 0.2)
+    return layers.dense(1, out)(x)[:, 0]

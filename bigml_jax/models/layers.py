@@ -35,6 +35,32 @@ def dense(features: int, axes: tuple[str, str], **kwargs) -> nn.Dense:
       **kwargs)
 
 
+def chain_axes(num_hidden: int, out: str) -> list[tuple[str, str]]:
+  """Logical names for `num_hidden` dense kernels in a row, then one [.., out]:
+  [embed, mlp], [mlp, embed], [embed, mlp], ..., [last, out].
+
+  Megatron's column- then row-parallel pairs: each kernel takes its input
+  sharded the way the previous one left it. Naming every kernel [embed, mlp]
+  instead makes XLA reshard each hidden activation from 'mlp' to 'embed',
+  which on meshes with fsdp > 1 and tensor > 1 it computes wrongly
+  (tests/parallel/test_mesh.py).
+  """
+  pairs = [('mlp', 'embed') if i % 2 else ('embed', 'mlp')
+           for i in range(num_hidden)]
+  return pairs + [('mlp' if num_hidden % 2 else 'embed', out)]
+
+
+def dense_head(x_BxF: jnp.ndarray, widths: Sequence[int], num_classes: int,
+               dropout_rate: float, train: bool) -> jnp.ndarray:
+  """Dropout -> Dense -> ReLU per width, dropout, Dense(num_classes): the
+  classifier that closes the conv nets. Call inside a compact method."""
+  *hidden, head = chain_axes(len(widths), 'vocab')
+  drop = lambda y: nn.Dropout(dropout_rate, deterministic=not train)(y)
+  for width, axes in zip(widths, hidden):
+    x_BxF = nn.relu(dense(width, axes)(drop(x_BxF)))
+  return dense(num_classes, head)(drop(x_BxF))
+
+
 def conv(features: int, kernel_size: Sequence[int], *, transpose: bool = False,
          **kwargs) -> nn.Module:
   """Conv (or transposed conv) layer whose kernel [kh, kw, in, out] shards

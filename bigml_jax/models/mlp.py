@@ -28,15 +28,9 @@ class MLP(nn.Module):
   def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
     act = layers.activation(self.activation)
     x = x.reshape(x.shape[0], -1)
-    # Kernels alternate [embed, mlp] and [mlp, embed] (Megatron's column-
-    # then row-parallel pairs), so each layer takes its input sharded the way
-    # the previous one made it. Resharding a hidden activation from 'mlp' to
-    # 'embed' on a mesh with fsdp > 1 and tensor > 1 is where XLA computes
-    # wrong gradients (tests/parallel/test_mesh.py).
-    names = ('embed', 'mlp')
-    for width in self.features:
-      x = layers.dense(width, names)(x)
+    *hidden, head = layers.chain_axes(len(self.features), 'vocab')
+    for width, axes in zip(self.features, hidden):
+      x = layers.dense(width, axes)(x)
       x = act(x)
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-      names = names[::-1]
-    return layers.dense(self.num_classes, (names[0], 'vocab'))(x)
+    return layers.dense(self.num_classes, head)(x)

@@ -52,9 +52,9 @@ def test_params_carry_logical_axis_names():
   model = DCGANGenerator(output_shape=(8, 8, 1), latent_dim=8, channels=(8, 4))
   specs = nn.get_partition_spec(
       model.init(jax.random.key(0), jnp.zeros((1, 8)))['params'])
-  assert tuple(specs['Dense_0']['kernel']) == ('embed', 'mlp')
-  assert tuple(specs['ConvTranspose_0']['kernel']) == (None, None, 'embed',
-                                                       'mlp')
+  assert tuple(specs['Dense_0']['kernel']) == ('embed', None)
+  assert tuple(specs['ConvTranspose_0']['kernel']) == (None, None, None,
+                                                       'embed')
 
 
 @pytest.mark.parametrize('name,cls', [
