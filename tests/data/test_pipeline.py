@@ -161,3 +161,14 @@ def test_synthetic_examples_are_a_pure_function_of_seed_and_index():
   assert batch['image'].shape == (3, 64, 64, 3) and batch['label'].max() < 7
   with pytest.raises(IndexError):
     src[10_000]  # pylint: disable=pointless-statement
+
+
+@pytest.mark.parametrize('n,batch_size,seed', [(10, 3, 0), (1437, 64, 5),
+                                               (100, 100, 7), (7, 16, 1)])
+def test_shuffled_index_batches_equal_grains_graph(n, batch_size, seed):
+  import grain  # pylint: disable=g-import-not-at-top
+  graph = (grain.MapDataset.range(n).shuffle(seed=seed).repeat()
+           .batch(batch_size, drop_remainder=True))
+  ours = pipeline.ShuffledIndexBatches(n, seed, batch_size)
+  for k in [*range(25), 1000, 12345]:  # Across many epoch boundaries.
+    np.testing.assert_array_equal(ours[k], graph[k])
