@@ -3,8 +3,9 @@
   python -m experiments.run --config=experiments/configs/digits_mlp.py \
       --workdir=/tmp/bigml/digits_mlp
 
-Result: test accuracy 0.9722 (loss 0.0780) after 1,500 steps, 13.8 s wall
-on a 2-core AMD EPYC CPU, one CPU device.
+Result: test accuracy 0.9722 (loss 0.0779) after 1,500 steps, 7.7 s wall
+on a 2-core AMD EPYC CPU, one CPU device (load ~1.5, warm compilation
+cache), measured 2026-11-28.
 """
 
 import ml_collections

@@ -10,9 +10,9 @@ samples_STEP.png and TensorBoard.
       --workdir=/tmp/bigml/gan_ring
 
 Result: 8 of 8 modes covered, high_quality_share 0.798 after 1,500 steps
-(step 500: 2 modes, 0.113; step 1,000: 8 modes, 0.426), 32.5 s wall from
-command start (first train step at 7.1 s; ~9,000 examples/s), on a 2-core
-AMD EPYC CPU, one CPU device. D's accuracy ends near 0.55: it can barely
+(step 500: 2 modes, 0.113; step 1,000: 8 modes, 0.426), 16.2 s wall from
+command start (first train step at 5.0 s; ~24,000 examples/s), on a 2-core
+AMD EPYC CPU, one CPU device, measured 2026-11-28. D's accuracy ends near 0.55: it can barely
 tell samples from data.
 
 What makes it reliable: a 2-d latent (the generator only has to cut the
