@@ -6,15 +6,19 @@ config.optimizer fields: name (sgd | adam | adamw), learning_rate, schedule
 b1, b2, eps (adam, adamw).
 """
 
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import jax
 import optax
 
+if TYPE_CHECKING:  # Annotations only: GPU images lack ml_collections.
+  import ml_collections
+
 from bigml_jax.errors import ConfigError
 
 
-def make_schedule(opt: Mapping, total_steps: int) -> optax.Schedule:
+def make_schedule(opt: 'ml_collections.ConfigDict',
+                  total_steps: int) -> optax.Schedule:
   """Learning rate as a function of the step."""
   lr, warmup = opt.learning_rate, opt.warmup_steps
   decay_steps = max(total_steps - warmup, 1)
@@ -39,7 +43,7 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(opt: Mapping, total_steps: int
+def make_optimizer(opt: 'ml_collections.ConfigDict', total_steps: int
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Returns (transformation, schedule) for `config.optimizer`.
 

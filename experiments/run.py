@@ -88,6 +88,8 @@ def _use_compilation_cache():
     jax.config.update('jax_compilation_cache_dir', os.path.join(
         os.path.expanduser('~'), '.cache', 'bigml_jax', 'xla'))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+    # Least recently used entries go past 4 GB; each rerun adds a few MB.
+    jax.config.update('jax_compilation_cache_max_size', 4 << 30)
 
 
 def main(argv):

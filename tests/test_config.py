@@ -4,7 +4,6 @@ import glob
 import importlib.util
 import os
 
-import ml_collections
 import pytest
 
 from bigml_jax import ConfigError, validate_config
@@ -56,10 +55,3 @@ def test_saved_config_round_trips(tiny_config, tmp_path):
   assert loaded.optimizer.learning_rate == config.optimizer.learning_rate
   assert list(loaded.model.features) == [32]
 
-
-def test_a_model_hyperparameter_the_model_rejects_is_a_config_error():
-  from bigml_jax.models import build_model  # pylint: disable=g-import-not-at-top
-  with pytest.raises(ConfigError, match=r"^model 'gpt': remat 'al' is unknown; "
-                     r'use one of none, full, dots, dots_no_batch$'):
-    build_model(ml_collections.ConfigDict(
-        {'name': 'gpt', 'vocab_size': 8, 'remat': 'al'}))

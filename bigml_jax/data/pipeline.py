@@ -83,9 +83,10 @@ def _decoded_bytes(features) -> int | None:
   """Bytes of one decoded example, None if a feature has no fixed shape."""
   total = 0
   for feature in features.values():
-    if any(d is None for d in feature.shape):
+    shape = getattr(feature, 'shape', None)  # Nested features: a dict.
+    if not isinstance(shape, tuple) or any(d is None for d in shape):
       return None
-    total += math.prod(feature.shape) * np.dtype(feature.np_dtype).itemsize
+    total += math.prod(shape) * np.dtype(feature.np_dtype).itemsize
   return total
 
 
@@ -106,8 +107,9 @@ class SyntheticSource(Sequence):
 
   For benchmarks and tests of arbitrary shapes, not for learning anything.
   Example i is example i % P of a pool of P examples drawn once from
-  `seed` (P as many as fit in 32 MB, at most 4,096): a pure function of
-  (seed, i) that costs an index, not a random draw, per example.
+  `seed` (P as many as fit in 32 MB, at most 4,096, whatever the split's
+  length): a pure function of (seed, shape, num_classes, i) that costs an
+  index, not a random draw, per example.
   """
   num_examples: int
   shape: tuple[int, ...]
@@ -117,7 +119,7 @@ class SyntheticSource(Sequence):
   @functools.cached_property
   def _pool(self) -> ArraySource:
     example_bytes = 4 * math.prod(self.shape)
-    size = max(1, min(self.num_examples, 4096, (32 << 20) // example_bytes))
+    size = max(1, min(4096, (32 << 20) // example_bytes))
     rng = np.random.default_rng(self.seed)
     return ArraySource({
         'image': rng.standard_normal((size, *self.shape), dtype=np.float32),

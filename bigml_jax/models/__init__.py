@@ -5,7 +5,7 @@
 module's hyperparameters.
 """
 
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 
@@ -18,6 +18,9 @@ from bigml_jax.models.mlp import MLP
 from bigml_jax.models.rnn import RNNClassifier
 from bigml_jax.models.transformer import BertClassifier, GPTLM
 from bigml_jax.models.vit import ViT
+
+if TYPE_CHECKING:  # Annotations only: GPU images lack ml_collections.
+  import ml_collections
 
 MODELS: dict[str, type[nn.Module]] = {
     'mlp': MLP,
@@ -34,7 +37,8 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 
-def build_model(model_config: Mapping, **extra) -> nn.Module:
+def build_model(model_config: 'ml_collections.ConfigDict',
+                **extra) -> nn.Module:
   """Instantiates `MODELS[model_config.name]` with the config's other fields.
 
   `extra` supplies fields the data decides (e.g. `num_classes`) unless the

@@ -148,7 +148,8 @@ def conv_transpose_by_matmul(x_BxHxWxC, kernel_KhxKwxCxF, strides, padding):
 
 class ConvTranspose(nn.Module):
   """2-D transposed convolution with `nn.ConvTranspose`'s parameters and
-  results (kernel [kh, kw, in, out], SAME or VALID padding).
+  results (kernel [kh, kw, in, out], SAME or VALID padding) on batched
+  inputs [B, H, W, C] (flax's also takes unbatched ones).
 
   On CPU it runs as `conv_transpose_by_matmul`: XLA:CPU computes a
   transposed convolution as a convolution over an input dilated with zeros,

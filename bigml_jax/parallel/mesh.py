@@ -7,12 +7,16 @@ names to mesh axes. Batches are split over ('data', 'fsdp') together, as in
 MaxText: FSDP is data parallelism whose parameters are sharded too.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+if TYPE_CHECKING:  # Annotations only: GPU images lack ml_collections.
+  import ml_collections
 
 from bigml_jax.errors import ConfigError
 
@@ -31,7 +35,7 @@ DEFAULT_RULES = (
 )
 
 
-def mesh_shape(mesh_config: Mapping,
+def mesh_shape(mesh_config: 'ml_collections.ConfigDict',
                num_devices: int) -> tuple[int, ...]:
   """Resolves the sizes of ('data', 'fsdp', 'tensor'); one may be -1."""
   sizes = [int(mesh_config[a]) for a in MESH_AXES]
@@ -52,7 +56,7 @@ def mesh_shape(mesh_config: Mapping,
   return tuple(sizes)
 
 
-def make_mesh(mesh_config: Mapping,
+def make_mesh(mesh_config: 'ml_collections.ConfigDict',
               devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A ('data', 'fsdp', 'tensor') mesh over `devices` (default: all)."""
   devices = list(jax.devices() if devices is None else devices)

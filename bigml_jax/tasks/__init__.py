@@ -9,18 +9,21 @@ its model(s) from `config.model`. A task provides:
 and optionally make_train_step(tx) for a step of its own.
 """
 
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from bigml_jax.errors import ConfigError
 from bigml_jax.tasks.classification import ClassificationTask
 from bigml_jax.tasks.gan import GanTask
 from bigml_jax.tasks.lm import LMTask
 
+if TYPE_CHECKING:  # Annotations only: GPU images lack ml_collections.
+  import ml_collections
+
 TASKS = {'classification': ClassificationTask, 'lm': LMTask,
          'gan': GanTask}
 
 
-def build_task(config: Mapping, **data_fields):
+def build_task(config: 'ml_collections.ConfigDict', **data_fields):
   """The task named by `config.task` (default 'classification').
 
   `data_fields` are facts from the data the model needs: num_classes for

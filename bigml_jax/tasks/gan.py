@@ -34,10 +34,9 @@ and, in evaluation, sample quality:
     for reference).
 """
 
-from collections.abc import Mapping
 import dataclasses
 import os
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import flax.linen as nn
 import jax
@@ -45,6 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+
+if TYPE_CHECKING:  # Annotations only: GPU images lack ml_collections.
+  import ml_collections
 
 from bigml_jax.errors import ConfigError
 from bigml_jax.models import build_model
@@ -76,7 +78,9 @@ class GanOptimizers:
             'discriminator': self.discriminator.init(params['discriminator'])}
 
 
-def network_optimizer_config(opt: Mapping, network: str) -> Mapping:
+def network_optimizer_config(
+    opt: 'ml_collections.ConfigDict',
+    network: str) -> 'ml_collections.ConfigDict':
   """config.optimizer with `optimizer.<network>`'s overrides applied."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   shared = {k: v for k, v in opt.items() if k not in NETWORKS}

@@ -1,1 +1,2 @@
-"""Training: state, optimizer, jitted steps and the loop."""
+"""Training: state, jitted steps, cost reporting and the loop (the optimizer
+factory is `bigml_jax.optim`, below tasks, which build optimizers too)."""

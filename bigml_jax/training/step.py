@@ -6,9 +6,9 @@ never wait on the host. Options shared by both paths:
   microbatches: gradient accumulation, k microbatches scanned inside the step;
   compute_dtype: e.g. bfloat16 forward/backward over float32 params and
     optimizer state (params are cast per step, gradients flow back in f32);
-  a non-finite loss, gradient or updated parameter never reaches the state: the update is
-    skipped and counted ('nonfinite', 'min_nonfinite_step') so the loop can
-    stop with the step's number or carry on, by config.
+  a non-finite loss, gradient or updated parameter never reaches the state:
+    the update is skipped and counted ('nonfinite', 'min_nonfinite_step'),
+    so the loop can stop with the step's number or carry on, by config.
 """
 
 from typing import Any

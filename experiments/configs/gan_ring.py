@@ -12,14 +12,13 @@ samples_STEP.png and TensorBoard.
 Result: 8 of 8 modes covered, high_quality_share 0.798 after 1,500 steps
 (step 500: 2 modes, 0.113; step 1,000: 8 modes, 0.426), 16.2 s wall from
 command start (first train step at 5.0 s; ~24,000 examples/s), on a 2-core
-AMD EPYC CPU, one CPU device, measured 2026-11-28. D's accuracy ends near 0.55: it can barely
-tell samples from data.
-
-What makes it reliable: a 2-d latent (the generator only has to cut the
-noise plane into 8 sectors; with 16-d noise, networks like these kept 2 to
-6 modes after 3,000 steps) and, with 16-d noise, the R1 penalty (Mescheder
-et al., 2018) took a run from 6 modes to 8. Cut to 750 steps (the test's
-run), seeds 0 to 4 all cover 8 modes.
+AMD EPYC CPU, one CPU device, measured 2026-11-28. D's accuracy ends near
+0.55: it can barely tell samples from data. What makes it reliable: a 2-d
+latent (the generator only has to cut the noise plane into 8 sectors; with
+16-d noise, networks like these kept 2 to 6 modes after 3,000 steps) and,
+with 16-d noise, the R1 penalty (Mescheder et al., 2018) took a run from 6
+modes to 8. Cut to 750 steps (the test's run), seeds 0 to 4 all cover 8
+modes.
 """
 
 import ml_collections

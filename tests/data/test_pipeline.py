@@ -158,6 +158,11 @@ def test_synthetic_examples_are_a_pure_function_of_seed_and_index():
   np.testing.assert_array_equal(batch['image'][2], make(0)[9_999]['image'])
   assert not np.array_equal(batch['image'][0], batch['image'][2])
   assert not np.array_equal(make(1)[5]['image'], batch['image'][0])
+  # The split's length does not enter: a longer split starts the same.
+  longer = pipeline.SyntheticSource(50_000, (64, 64, 3), 7, 0)
+  for k in ('image', 'label'):
+    np.testing.assert_array_equal(longer.read_batch([5, 9_999])[k],
+                                  src.read_batch([5, 9_999])[k])
   assert batch['image'].shape == (3, 64, 64, 3) and batch['label'].max() < 7
   with pytest.raises(IndexError):
     src[10_000]  # pylint: disable=pointless-statement

@@ -105,3 +105,10 @@ def test_conv_transpose_equals_flax(kernel, strides, padding):
   np.testing.assert_allclose(jax.grad(lambda k: loss(by_matmul, k))(k),
                              jax.grad(lambda k: loss(by_lax, k))(k),
                              rtol=1e-4, atol=1e-4)
+
+
+def test_a_model_hyperparameter_the_model_rejects_is_a_config_error():
+  with pytest.raises(ConfigError, match=r"^model 'gpt': remat 'al' is unknown; "
+                     r'use one of none, full, dots, dots_no_batch$'):
+    build_model(ml_collections.ConfigDict(
+        {'name': 'gpt', 'vocab_size': 8, 'remat': 'al'}))

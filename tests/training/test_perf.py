@@ -44,3 +44,13 @@ def test_conv_steps_get_ynn_fusions_on_cpu_only():
     x, k = jnp.arange(192.0).reshape(1, 8, 8, 3) / 100, jnp.ones((3, 3, 3, 4))
     with_ynn = conv.compile(expected)(x, k)
     assert jnp.allclose(with_ynn, conv.compile()(x, k), atol=1e-5)
+
+
+def test_options_a_jaxlib_rejects_cost_speed_not_the_run(monkeypatch):
+  monkeypatch.setattr(perf, 'compiler_options',
+                      lambda lowered: {'xla_no_such_option_here': 'on'})
+  a = jnp.ones((4, 8))
+  with pytest.raises(Exception):  # XLA does reject it...
+    jax.jit(jnp.sin).lower(a).compile({'xla_no_such_option_here': 'on'})
+  compiled, _ = perf.compile_and_report(jax.jit(jnp.sin), a)  # ...we do not.
+  assert jnp.allclose(compiled(a), jnp.sin(a))
