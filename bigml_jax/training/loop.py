@@ -90,6 +90,11 @@ class _StopSignal:
     return self.received is not None
 
 
+def _as_tuples(x):
+  """Nested lists and tuples (a config's rules) as nested tuples."""
+  return tuple(map(_as_tuples, x)) if isinstance(x, (list, tuple)) else x
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        devices: Sequence[jax.Device] | None = None
                        ) -> dict[str, float]:
@@ -133,6 +138,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     raise ConfigError('parallelism=pmap is data parallel only; set '
                       'mesh.fsdp=1 and mesh.tensor=1 (or use parallelism=jit)')
   rules = tuple(config.get('logical_axis_rules') or mesh_lib.DEFAULT_RULES)
+  if (_as_tuples(rules) != _as_tuples(mesh_lib.DEFAULT_RULES) and
+      mesh.shape['fsdp'] > 1 and mesh.shape['tensor'] > 1):
+    logging.warning(
+        'custom logical_axis_rules on a mesh with fsdp and tensor > 1: XLA '
+        'computes wrong gradients where an activation must be resharded '
+        'between them (README, Known limits); compare a few steps against '
+        'fsdp or tensor alone')
 
   # Data
   sources = pipeline.load_sources(config.dataset, workdir)

@@ -132,3 +132,14 @@ def test_microbatches_must_divide_the_batch(tiny_config, tmp_path):
                      'microbatches on 8 data-parallel devices; use a multiple '
                      'of 24'):
     train_and_evaluate(tiny_config(microbatches=3), tmp_path)
+
+
+def test_custom_rules_on_fsdp_times_tensor_warn(tiny_config, tmp_path, caplog):
+  cube = {'total_steps': 1, 'mesh.data': 2, 'mesh.fsdp': 2, 'mesh.tensor': 2}
+  train_and_evaluate(tiny_config(**cube), tmp_path / 'default_rules')
+  assert 'custom logical_axis_rules' not in caplog.text
+  rules = [['batch', ['data', 'fsdp']], ['embed', 'tensor'], ['mlp', 'fsdp']]
+  train_and_evaluate(tiny_config(**cube, logical_axis_rules=rules),
+                     tmp_path / 'custom_rules')
+  assert 'custom logical_axis_rules on a mesh with fsdp and tensor > 1' in (
+      caplog.text)
