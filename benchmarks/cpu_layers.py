@@ -8,8 +8,8 @@ slicing, which its dot emitter runs near the machine's FLOP rate.
 
   conv_im2col          patches by k*k shifted (strided) slices -> one matmul
   conv_patches         lax.conv_general_dilated_patches -> one matmul
-  conv_transpose_s2k4  stride-2, 4x4, SAME transposed conv (flax semantics)
-                       as one matmul + a sub-pixel overlap-add
+The transposed conv as one matmul + a sub-pixel overlap-add, first tried
+here, is now the library's (`bigml_jax.models.layers.ConvTranspose`).
 """
 
 from collections.abc import Sequence
@@ -52,38 +52,6 @@ def conv_patches(x_BxHxWxC, kernel_KxKxCxF, stride: int = 1):
   # Patches come out channel-major: feature index = c * kh * kw + (i * kw + j).
   k = kernel_KxKxCxF.transpose(2, 0, 1, 3).reshape(c * kh * kw, f)
   return p @ k
-
-
-def conv_transpose_s2k4(x_BxHxWxC, kernel_4x4xCxF):
-  """`nn.ConvTranspose(F, (4, 4), strides=2, padding='SAME')` without bias.
-
-  lax.conv_transpose (SAME, k 4, s 2, kernel not flipped) gives
-  y[o] = sum_i x[i] k[2i + 2 - o]: input i adds z[i, t] = x[i] . k[t] at
-  o = 2i + 2 - t. With p = o + 1 = 2(i + q) + r, t = 3 - 2q - r: output
-  phase r sums taps t in {3 - r, 1 - r}, the second shifted by one input.
-  So: one matmul z = x @ k [.., 4, 4, F], four phases of four shifted
-  slices each, interleaved and cropped.
-  """
-  b, h, w, c = x_BxHxWxC.shape
-  f = kernel_4x4xCxF.shape[-1]
-  z = (x_BxHxWxC.reshape(-1, c) @
-       kernel_4x4xCxF.transpose(2, 0, 1, 3).reshape(c, 16 * f))
-  z = z.reshape(b, h, w, 4, 4, f)
-
-  def phase(rh, rw):
-    total = 0.0
-    for qh in (0, 1):
-      for qw in (0, 1):
-        tap = z[:, :, :, 3 - 2 * qh - rh, 3 - 2 * qw - rw, :]
-        total = total + jnp.pad(tap, ((0, 0), (qh, 1 - qh), (qw, 1 - qw),
-                                      (0, 0)))
-    return total  # [B, H + 1, W + 1, F]
-
-  rows = [jnp.stack([phase(rh, rw) for rw in (0, 1)], axis=3)
-          for rh in (0, 1)]                      # each [B, H+1, W+1, 2, F]
-  y = jnp.stack(rows, axis=2)                    # [B, H+1, 2, W+1, 2, F]
-  y = y.reshape(b, 2 * h + 2, 2 * w + 2, f)
-  return y[:, 1:2 * h + 1, 1:2 * w + 1, :]
 
 
 class FusedQKVAttention(attention_lib.MultiHeadAttention):
@@ -162,7 +130,7 @@ class ConvTranspose(nn.Module):
     kernel = self.param('kernel', kernel_init,
                         (4, 4, x.shape[-1], self.features))
     bias = self.param('bias', bias_init, (self.features,))
-    return conv_transpose_s2k4(x, kernel) + bias
+    return layers.conv_transpose_by_matmul(x, kernel, (2, 2), 'SAME') + bias
 
 
 class CNN(nn.Module):
@@ -224,13 +192,11 @@ def _differences(x, k3x3, k4x4):
   dn = ('NHWC', 'HWIO', 'NHWC')
   ref = lambda k, s: lax.conv_general_dilated(x, k, (s, s), 'SAME',
                                               dimension_numbers=dn)
-  ref_t = lax.conv_transpose(x, k4x4, (2, 2), 'SAME', dimension_numbers=dn)
   diff = lambda a, b: jnp.max(jnp.abs(a - b))
   return {
       'im2col 3x3 s1': diff(conv_im2col(x, k3x3), ref(k3x3, 1)),
       'im2col 4x4 s2': diff(conv_im2col(x, k4x4, 2), ref(k4x4, 2)),
       'patches 3x3 s1': diff(conv_patches(x, k3x3), ref(k3x3, 1)),
-      'transpose 4x4 s2': diff(conv_transpose_s2k4(x, k4x4), ref_t),
   }
 
 
