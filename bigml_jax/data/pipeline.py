@@ -96,9 +96,7 @@ def _in_memory(source: Sequence[Any], features,
   example_bytes = _decoded_bytes(features)
   if example_bytes is None or example_bytes * len(source) > max_bytes:
     return source
-  records = _read_records(source, range(len(source)))
-  return ArraySource({k: np.stack([np.asarray(r[k]) for r in records])
-                      for k in records[0]})
+  return ArraySource(_stack(_read_records(source, range(len(source)))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,13 +371,16 @@ def _read_records(source: Sequence[Any], indices: Sequence[int]) -> list[Any]:
   return [source[i] for i in indices]
 
 
+def _stack(records: Sequence[dict[str, Any]]) -> Batch:
+  """Records {feature: value} -> {feature: [len(records), ...] array}."""
+  return {k: np.stack([np.asarray(r[k]) for r in records]) for k in records[0]}
+
+
 def _read_batch(source: Sequence[Any], preprocess,
                 indices: Sequence[int]) -> Batch:
   if hasattr(source, 'read_batch'):
     return preprocess(source.read_batch(indices))
-  records = _read_records(source, indices)
-  return preprocess({k: np.stack([np.asarray(r[k]) for r in records])
-                     for k in records[0]})
+  return preprocess(_stack(_read_records(source, indices)))
 
 
 def _local_batch_size(global_batch_size: int, process_count: int) -> int:
