@@ -69,19 +69,8 @@ class FusedQKVAttention(attention_lib.MultiHeadAttention):
         (3, *head_shape), ('embed', None, 'heads', 'kv'), dtype=self.dtype,
         name='qkv')(x_BxLxD)
     q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = (qkv[:, :, i] for i in range(3))
-    if self.implementation == 'einsum' or (train and self.dropout_rate > 0):
-      if causal:
-        mask = attention_lib.combine_masks(
-            mask, attention_lib.causal_mask(x_BxLxD.shape[1]))
-      att_BxHxLxL = attention_lib.attention_weights(q_BxLxHxK, k_BxLxHxK, mask)
-      att_BxHxLxL = nn.Dropout(self.dropout_rate, deterministic=not train)(
-          att_BxHxLxL)
-      out_BxLxHxK = jnp.einsum('bhls,bshk->blhk', att_BxHxLxL, v_BxLxHxK)
-    else:
-      out_BxLxHxK = jax.nn.dot_product_attention(
-          q_BxLxHxK, k_BxLxHxK, v_BxLxHxK,
-          mask=None if mask is None else jnp.asarray(mask, bool),
-          is_causal=causal, implementation=self.implementation)
+    out_BxLxHxK = self.attend(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, mask=mask,
+                              causal=causal, train=train)
     return attention_lib._dense_general(  # pylint: disable=protected-access
         self.out_features or x_BxLxD.shape[-1], ('heads', 'kv', 'embed'),
         axis=(-2, -1), dtype=self.dtype, name='out')(out_BxLxHxK)

@@ -63,13 +63,17 @@ class OnePassLayerNorm(nn.Module):
   epsilon: float = 1e-6
   dtype: Any = jnp.float32
 
-  @nn.compact
-  def __call__(self, x):
-    d = x.shape[-1]
+  def scale_and_bias(self, d: int):
+    """LayerNorm's [d] parameters, named as flax's; from a compact method."""
     scale = self.param('scale', nn.with_logical_partitioning(
         nn.initializers.ones_init(), ('embed',)), (d,), jnp.float32)
     bias = self.param('bias', nn.with_logical_partitioning(
         nn.initializers.zeros_init(), ('embed',)), (d,), jnp.float32)
+    return scale, bias
+
+  @nn.compact
+  def __call__(self, x):
+    scale, bias = self.scale_and_bias(x.shape[-1])
     mean, inv = _ln_stats_onepass(x.astype(jnp.float32), self.epsilon)
     return ((x - mean) * inv * scale + bias).astype(self.dtype)
 
@@ -107,11 +111,7 @@ class FusedGradLayerNorm(OnePassLayerNorm):
 
   @nn.compact
   def __call__(self, x):
-    d = x.shape[-1]
-    scale = self.param('scale', nn.with_logical_partitioning(
-        nn.initializers.ones_init(), ('embed',)), (d,), jnp.float32)
-    bias = self.param('bias', nn.with_logical_partitioning(
-        nn.initializers.zeros_init(), ('embed',)), (d,), jnp.float32)
+    scale, bias = self.scale_and_bias(x.shape[-1])
     return _ln_core(x.astype(jnp.float32), scale, bias).astype(self.dtype)
 
 

@@ -115,21 +115,26 @@ class MultiHeadAttention(nn.Module):
     q_BxLxHxK = project('query')(x_BxLxD)
     k_BxSxHxK = project('key')(context_BxSxD)
     v_BxSxHxK = project('value')(context_BxSxD)
-
-    if self.implementation == 'einsum' or (train and self.dropout_rate > 0):
-      if causal:
-        mask = combine_masks(mask, causal_mask(x_BxLxD.shape[1],
-                                               context_BxSxD.shape[1]))
-      att_BxHxLxS = attention_weights(q_BxLxHxK, k_BxSxHxK, mask)
-      att_BxHxLxS = nn.Dropout(self.dropout_rate, deterministic=not train)(
-          att_BxHxLxS)
-      out_BxLxHxK = jnp.einsum('bhls,bshk->blhk', att_BxHxLxS, v_BxSxHxK)
-    else:
-      out_BxLxHxK = jax.nn.dot_product_attention(
-          q_BxLxHxK, k_BxSxHxK, v_BxSxHxK,
-          mask=None if mask is None else jnp.asarray(mask, bool),
-          is_causal=causal, implementation=self.implementation)
-
+    out_BxLxHxK = self.attend(q_BxLxHxK, k_BxSxHxK, v_BxSxHxK, mask=mask,
+                              causal=causal, train=train)
     out_features = self.out_features or x_BxLxD.shape[-1]
     return _dense_general(out_features, ('heads', 'kv', 'embed'), axis=(-2, -1),
                           dtype=self.dtype, name='out')(out_BxLxHxK)
+
+  def attend(self, q_BxLxHxK: jnp.ndarray, k_BxSxHxK: jnp.ndarray,
+             v_BxSxHxK: jnp.ndarray, *, mask: jnp.ndarray | None,
+             causal: bool, train: bool) -> jnp.ndarray:
+    """softmax(QK^T / sqrt(d_k)) V per head, by `implementation`; call from
+    a compact method (attention dropout is a submodule)."""
+    if self.implementation == 'einsum' or (train and self.dropout_rate > 0):
+      if causal:
+        mask = combine_masks(mask, causal_mask(q_BxLxHxK.shape[1],
+                                               k_BxSxHxK.shape[1]))
+      att_BxHxLxS = attention_weights(q_BxLxHxK, k_BxSxHxK, mask)
+      att_BxHxLxS = nn.Dropout(self.dropout_rate, deterministic=not train)(
+          att_BxHxLxS)
+      return jnp.einsum('bhls,bshk->blhk', att_BxHxLxS, v_BxSxHxK)
+    return jax.nn.dot_product_attention(
+        q_BxLxHxK, k_BxSxHxK, v_BxSxHxK,
+        mask=None if mask is None else jnp.asarray(mask, bool),
+        is_causal=causal, implementation=self.implementation)
