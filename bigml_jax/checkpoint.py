@@ -78,6 +78,23 @@ def wait(manager: ocp.CheckpointManager) -> None:
     raise SaveError(_save_failed(manager, e)) from e
 
 
+def close(manager: ocp.CheckpointManager, *, after_error: bool = False
+          ) -> None:
+  """Waits for async saves, then stops the manager's threads.
+
+  SaveError if a save failed; with `after_error` (the caller is already
+  failing) that failure is logged instead, so it does not hide the first.
+  """
+  try:
+    wait(manager)
+  except SaveError as e:
+    if not after_error:
+      manager.close()
+      raise
+    logging.warning('%s', e)
+  manager.close()
+
+
 def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs that tell Orbax where each restored array must live."""
   return jax.tree.map(

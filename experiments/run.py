@@ -40,8 +40,12 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, "This process's index.")
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def _fail(message: str):
-  sys.exit('error: ' + ' '.join(str(message).split()))
+def _error_line(message) -> str:
+  return 'error: ' + ' '.join(str(message).split())
+
+
+def _fail(message):
+  sys.exit(_error_line(message))
 
 
 def _config_path(argv: list[str]) -> str | None:
@@ -108,7 +112,12 @@ def main(argv):
     result = bigml_jax.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (bigml_jax.ConfigError, bigml_jax.NonFiniteError,
           bigml_jax.checkpoint.SaveError) as e:
-    _fail(e)
+    # Exit without interpreter teardown: after a failed save, TensorStore
+    # callbacks can still reach Orbax's closed event loop and print a
+    # traceback below the one line that explains the failure.
+    print(_error_line(e), file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)  # pylint: disable=protected-access
   except bigml_jax.Preempted as e:
     # 143 = 128 + SIGTERM: what schedulers expect from a preempted job.
     print(f'preempted: {e}', file=sys.stderr, flush=True)

@@ -8,7 +8,9 @@ import os
 import random
 import signal
 import subprocess
+import resource
 import sys
+import threading
 import time
 
 import jax
@@ -16,7 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from bigml_jax import ConfigError, NonFiniteError, train_and_evaluate
+from bigml_jax import ConfigError, NonFiniteError, checkpoint, train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = ('--config=experiments/configs/default.py', '--config.total_steps=300',
@@ -181,12 +183,39 @@ def test_unwritable_workdir(tmp_path, tiny_config):
     train_and_evaluate(tiny_config(), tmp_path / 'file' / 'run')
 
 
-def _limit_file_size():
-  import resource  # pylint: disable=g-import-not-at-top
-  # Writes past 200 KB fail with EFBIG, as on a full disk; small log files
-  # still fit, checkpoint files (~400 KB) do not.
-  signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-  resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+# Writes past 200 KB fail with EFBIG, as on a full disk; small log files still
+# fit, checkpoint files (~400 KB) do not. Set in a child that then execs the
+# CLI: a preexec_fn would run Python in a fork of this multithreaded process.
+_FILE_SIZE_LIMITED = (
+    'import os, resource, signal, sys; '
+    'signal.signal(signal.SIGXFSZ, signal.SIG_IGN); '
+    'resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000)); '
+    'os.execv(sys.executable, [sys.executable] + sys.argv[1:])')
+
+
+# Orbax closes its event loop on the first failed write while TensorStore
+# still completes the others; their callbacks then raise into the void.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def test_failed_save_leaves_no_thread_behind(tmp_path, tiny_config):
+  """A save that fails in a library call (disk full, in this process)
+  SaveError, and no thread is left that would keep the process alive"""
+  config = tiny_config(**{'model.features': (512,)})
+  train_and_evaluate(config, tmp_path)
+  def live_threads():
+    return {t for t in threading.enumerate() if not t.daemon}
+
+  threads = live_threads()
+  previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+  previous_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+  resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, previous_limit[1]))
+  try:
+    with pytest.raises(checkpoint.SaveError, match='are intact'):
+      train_and_evaluate(tiny_config(total_steps=30,
+                                     **{'model.features': (512,)}), tmp_path)
+  finally:
+    resource.setrlimit(resource.RLIMIT_FSIZE, previous_limit)
+    signal.signal(signal.SIGXFSZ, previous_handler)
+  assert live_threads() <= threads
 
 
 def test_disk_full_during_save(tmp_path, data_dir):
@@ -200,9 +229,10 @@ def test_disk_full_during_save(tmp_path, data_dir):
                          capture_output=True, text=True, timeout=600)
   assert first.returncode == 0, first.stderr[-3000:]
   before = _params(tmp_path, 20)
-  full = subprocess.run(args + ['--config.total_steps=40'], cwd=ROOT,
-                        capture_output=True, text=True, timeout=600,
-                        preexec_fn=_limit_file_size)
+  full = subprocess.run(
+      [sys.executable, '-c', _FILE_SIZE_LIMITED] + args[1:] +
+      ['--config.total_steps=40'], cwd=ROOT, capture_output=True, text=True,
+      timeout=600)
   assert full.returncode == 1
   last = full.stderr.strip().splitlines()[-1]
   assert last.startswith('error: saving a checkpoint in ')

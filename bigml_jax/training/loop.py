@@ -178,166 +178,173 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # Load checkpoint, or init
   manager = ckpt.make_manager(os.path.join(workdir, 'checkpoints'),
                               config.max_to_keep)
-  target = ckpt.abstract_with_shardings(nn.unbox(abstract), shardings)
-  restored = ckpt.restore_latest(manager, target)
-  if restored is None:
-    state = init_fn(rng)
-  else:
-    state, data_state, _ = restored
-    train_iter.set_state(data_state)
-    logging.info('resumed from %s at step %d', manager.directory,
-                 int(state.step))
-  if multihost.is_primary():
-    save_config(config, workdir)
-  start_step = int(state.step)
-
-  num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  logging.info('mesh %s (%s); %d parameters; per device: params %.2f MB, '
-               'optimizer state %.2f MB', dict(mesh.shape),
-               'pmap' if use_pmap else 'jit', num_params,
-               _bytes_per_device(state.params) / 1e6,
-               _bytes_per_device(state.opt_state) / 1e6)
-
-  # Compile steps
-  if hasattr(task, 'make_train_step'):
-    step_fn = task.make_train_step(tx)
-  else:
-    step_fn = step_lib.make_train_step(
-        task, tx, microbatches=microbatches, compute_dtype=compute_dtype,
-        axis_name=step_lib.PMAP_AXIS if use_pmap else None)
-  eval_step = step_lib.jit_eval_step(
-      step_lib.make_eval_step(task, compute_dtype=compute_dtype),
-      shardings.params, mesh)
-  batch_sharding = mesh_lib.batch_sharding(mesh)
-  if use_pmap:
-    local = list(mesh.local_devices)
-    train_step = jax.pmap(step_fn, axis_name=step_lib.PMAP_AXIS,
-                          donate_argnums=0, devices=local)
-    state = jax.tree.map(
-        lambda x: np.broadcast_to(np.asarray(x), (len(local),) + x.shape),
-        state)
-    to_device = lambda b: jax.tree.map(
-        lambda x: x.reshape(len(local), -1, *x.shape[1:]), b)
-    unreplicate = lambda tree: jax.tree.map(lambda x: x[0], tree)
-  else:
-    train_step = step_lib.jit_train_step(step_fn, shardings, mesh)
-    to_device = lambda b: multihost.global_batch(b, batch_sharding)
-    unreplicate = lambda tree: tree
-  # Tasks that generate (a GAN) show samples at every eval.
-  sample_fn = (jax.jit(task.samples, out_shardings=mesh_lib.replicated(mesh))
-               if hasattr(task, 'samples') else None)
-
-  def host_state():
-    """The state as jit/Orbax see it (pmap keeps one copy per device)."""
-    return jax.device_put(unreplicate(state), shardings) if use_pmap else state
-
-  def evaluate(params) -> dict[str, float]:
-    sums = None
-    for local_batch in pipeline.eval_batches(
-        sources.eval, preprocess, global_batch_size=config.batch_size,
-        process_index=jax.process_index(), process_count=jax.process_count()):
-      m = eval_step(params, multihost.global_batch(local_batch, batch_sharding))
-      sums = m if sums is None else step_lib.add_metrics(sums, m)
-    return task.summarize(jax.device_get(sums))
-
-  def save(step):
-    ckpt.save(manager, step, host_state(), train_iter.get_state(),
-              {'step': step, 'model': config.model.get('name', '')})
-
-  # Train loop. Metrics of a log step are fetched only after the next step is
-  # dispatched, so the device never idles waiting for the host.
-  first_batch = to_device(next(train_iter))
-  flops = None
-  if not use_pmap:  # Compile ahead to show memory use before the first step.
-    train_step, flops = perf.compile_and_report(train_step, state, first_batch)
-  peak = perf.peak_flops_per_device(mesh.devices.flat[0])
-  writer = MetricWriter(workdir, enabled=multihost.is_primary(),
-                        total_steps=config.total_steps,
-                        initial_step=start_step)
-  result = {'step': start_step}
-  rates: list[float] = []
-  sums = pending = final = None
-  last_log = (start_step, time.time())
-
-  def flush(pending):
-    nonlocal last_log
-    log_step, log_sums = pending
-    values = jax.device_get(log_sums)
-    if values.get('nonfinite', 0) > 0:
-      bad = int(values['min_nonfinite_step'])
-      if config.get('nan_policy', 'stop') == 'stop':
-        raise NonFiniteError(
-            f'non-finite loss or gradient at step {bad}; the update was not '
-            'applied and no non-finite state was saved. Lower the learning '
-            'rate, clip gradients, or set nan_policy=skip')
-      logging.warning('skipped %d non-finite update(s), first at step %d',
-                      int(values['nonfinite']), bad)
-    now = time.time()
-    steps = log_step - last_log[0]
-    seconds = max(now - last_log[1], 1e-9)
-    rate = steps / seconds
-    if last_log[0] == start_step:
-      result['time_to_first_step_s'] = now - start_time
+  writer = None
+  try:
+    target = ckpt.abstract_with_shardings(nn.unbox(abstract), shardings)
+    restored = ckpt.restore_latest(manager, target)
+    if restored is None:
+      state = init_fn(rng)
     else:
-      rates.append(rate * config.batch_size)
-    last_log = (log_step, now)
-    train = task.summarize(values)
-    train['grad_norm'] = values['grad_norm_sum'] / max(values['steps'], 1.0)
-    result['train_loss'] = train['loss']
-    train.update(perf.throughput(rate, config.batch_size, mesh.devices.size,
-                                 flops, peak))
-    if getattr(task, 'counts', None) == 'tokens':
-      train['tokens_per_sec'] = values['count'] / seconds
-      train['tokens_per_sec_per_device'] = train['tokens_per_sec'] / mesh.devices.size
-    writer.write(log_step, 'train', dict(
-        train, learning_rate=float(schedule(log_step - 1))))
+      state, data_state, _ = restored
+      train_iter.set_state(data_state)
+      logging.info('resumed from %s at step %d', manager.directory,
+                   int(state.step))
+    if multihost.is_primary():
+      save_config(config, workdir)
+    start_step = int(state.step)
 
-  with _StopSignal() as stop:
-    for step in range(start_step + 1, config.total_steps + 1):
-      batch = first_batch if step == start_step + 1 else to_device(
-          next(train_iter))
-      state, metrics = train_step(state, batch)
-      metrics = unreplicate(metrics)
-      sums = metrics if sums is None else step_lib.add_metrics(sums, metrics)
-      if pending is not None:
-        flush(pending)
-        pending = None
-      is_last = step == config.total_steps
-      if step % config.log_every == 0 or step == start_step + 1 or is_last:
-        pending, sums = (step, sums), None
-      writer.advance(step)
-      boundary = (step % config.eval_every == 0 or
-                  step % config.checkpoint_every == 0 or is_last)
-      preempted = stop.should_stop(step)
-      if (boundary or preempted) and pending is not None:
-        # Checked before any save: a non-finite run stops here, unsaved.
-        flush(pending)
-        pending = None
-      if step % config.eval_every == 0 or is_last:
-        final = evaluate(host_state().params)
-        writer.write(step, 'eval', final)
-        if sample_fn is not None:
-          writer.write_images(step, 'samples', np.asarray(sample_fn(
-              host_state().params, jax.random.fold_in(rng, step))))
-      if step % config.checkpoint_every == 0 or is_last or preempted:
-        save(step)
-      if preempted:
-        ckpt.wait(manager)
-        writer.close()
-        raise Preempted(
-            f'stopped by {stop.received or "preemption"} at step {step}; '
-            'checkpoint saved, rerun the same command to resume')
-  if pending is not None:
-    flush(pending)
+    num_params = sum(x.size for x in jax.tree.leaves(state.params))
+    logging.info('mesh %s (%s); %d parameters; per device: params %.2f MB, '
+                 'optimizer state %.2f MB', dict(mesh.shape),
+                 'pmap' if use_pmap else 'jit', num_params,
+                 _bytes_per_device(state.params) / 1e6,
+                 _bytes_per_device(state.opt_state) / 1e6)
 
-  if final is None:
-    logging.info('workdir already holds the final step %d', start_step)
-    final = evaluate(host_state().params)
-  ckpt.wait(manager)
-  manager.close()
-  writer.close()
-  result['step'] = int(unreplicate(state).step)
-  result.update({f'eval_{k}': v for k, v in final.items()})
-  if rates:
-    result['examples_per_sec'] = float(np.median(rates))
-  return result
+    # Compile steps
+    if hasattr(task, 'make_train_step'):
+      step_fn = task.make_train_step(tx)
+    else:
+      step_fn = step_lib.make_train_step(
+          task, tx, microbatches=microbatches, compute_dtype=compute_dtype,
+          axis_name=step_lib.PMAP_AXIS if use_pmap else None)
+    eval_step = step_lib.jit_eval_step(
+        step_lib.make_eval_step(task, compute_dtype=compute_dtype),
+        shardings.params, mesh)
+    batch_sharding = mesh_lib.batch_sharding(mesh)
+    if use_pmap:
+      local = list(mesh.local_devices)
+      train_step = jax.pmap(step_fn, axis_name=step_lib.PMAP_AXIS,
+                            donate_argnums=0, devices=local)
+      state = jax.tree.map(
+          lambda x: np.broadcast_to(np.asarray(x), (len(local),) + x.shape),
+          state)
+      to_device = lambda b: jax.tree.map(
+          lambda x: x.reshape(len(local), -1, *x.shape[1:]), b)
+      unreplicate = lambda tree: jax.tree.map(lambda x: x[0], tree)
+    else:
+      train_step = step_lib.jit_train_step(step_fn, shardings, mesh)
+      to_device = lambda b: multihost.global_batch(b, batch_sharding)
+      unreplicate = lambda tree: tree
+    # Tasks that generate (a GAN) show samples at every eval.
+    sample_fn = (jax.jit(task.samples, out_shardings=mesh_lib.replicated(mesh))
+                 if hasattr(task, 'samples') else None)
+
+    def host_state():
+      """The state as jit/Orbax see it (pmap keeps one copy per device)."""
+      return jax.device_put(unreplicate(state), shardings) if use_pmap else state
+
+    def evaluate(params) -> dict[str, float]:
+      sums = None
+      for local_batch in pipeline.eval_batches(
+          sources.eval, preprocess, global_batch_size=config.batch_size,
+          process_index=jax.process_index(), process_count=jax.process_count()):
+        m = eval_step(params, multihost.global_batch(local_batch, batch_sharding))
+        sums = m if sums is None else step_lib.add_metrics(sums, m)
+      return task.summarize(jax.device_get(sums))
+
+    def save(step):
+      ckpt.save(manager, step, host_state(), train_iter.get_state(),
+                {'step': step, 'model': config.model.get('name', '')})
+
+    # Train loop. Metrics of a log step are fetched only after the next step is
+    # dispatched, so the device never idles waiting for the host.
+    first_batch = to_device(next(train_iter))
+    flops = None
+    if not use_pmap:  # Compile ahead to show memory use before the first step.
+      train_step, flops = perf.compile_and_report(train_step, state, first_batch)
+    peak = perf.peak_flops_per_device(mesh.devices.flat[0])
+    writer = MetricWriter(workdir, enabled=multihost.is_primary(),
+                          total_steps=config.total_steps,
+                          initial_step=start_step)
+    result = {'step': start_step}
+    rates: list[float] = []
+    sums = pending = final = None
+    last_log = (start_step, time.time())
+
+    def flush(pending):
+      nonlocal last_log
+      log_step, log_sums = pending
+      values = jax.device_get(log_sums)
+      if values.get('nonfinite', 0) > 0:
+        bad = int(values['min_nonfinite_step'])
+        if config.get('nan_policy', 'stop') == 'stop':
+          raise NonFiniteError(
+              f'non-finite loss or gradient at step {bad}; the update was not '
+              'applied and no non-finite state was saved. Lower the learning '
+              'rate, clip gradients, or set nan_policy=skip')
+        logging.warning('skipped %d non-finite update(s), first at step %d',
+                        int(values['nonfinite']), bad)
+      now = time.time()
+      steps = log_step - last_log[0]
+      seconds = max(now - last_log[1], 1e-9)
+      rate = steps / seconds
+      if last_log[0] == start_step:
+        result['time_to_first_step_s'] = now - start_time
+      else:
+        rates.append(rate * config.batch_size)
+      last_log = (log_step, now)
+      train = task.summarize(values)
+      train['grad_norm'] = values['grad_norm_sum'] / max(values['steps'], 1.0)
+      result['train_loss'] = train['loss']
+      train.update(perf.throughput(rate, config.batch_size, mesh.devices.size,
+                                   flops, peak))
+      if getattr(task, 'counts', None) == 'tokens':
+        train['tokens_per_sec'] = values['count'] / seconds
+        train['tokens_per_sec_per_device'] = train['tokens_per_sec'] / mesh.devices.size
+      writer.write(log_step, 'train', dict(
+          train, learning_rate=float(schedule(log_step - 1))))
+
+    with _StopSignal() as stop:
+      for step in range(start_step + 1, config.total_steps + 1):
+        batch = first_batch if step == start_step + 1 else to_device(
+            next(train_iter))
+        state, metrics = train_step(state, batch)
+        metrics = unreplicate(metrics)
+        sums = metrics if sums is None else step_lib.add_metrics(sums, metrics)
+        if pending is not None:
+          flush(pending)
+          pending = None
+        is_last = step == config.total_steps
+        if step % config.log_every == 0 or step == start_step + 1 or is_last:
+          pending, sums = (step, sums), None
+        writer.advance(step)
+        boundary = (step % config.eval_every == 0 or
+                    step % config.checkpoint_every == 0 or is_last)
+        preempted = stop.should_stop(step)
+        if (boundary or preempted) and pending is not None:
+          # Checked before any save: a non-finite run stops here, unsaved.
+          flush(pending)
+          pending = None
+        if step % config.eval_every == 0 or is_last:
+          final = evaluate(host_state().params)
+          writer.write(step, 'eval', final)
+          if sample_fn is not None:
+            writer.write_images(step, 'samples', np.asarray(sample_fn(
+                host_state().params, jax.random.fold_in(rng, step))))
+        if step % config.checkpoint_every == 0 or is_last or preempted:
+          save(step)
+        if preempted:
+          ckpt.wait(manager)
+          raise Preempted(
+              f'stopped by {stop.received or "preemption"} at step {step}; '
+              'checkpoint saved, rerun the same command to resume')
+    if pending is not None:
+      flush(pending)
+
+    if final is None:
+      logging.info('workdir already holds the final step %d', start_step)
+      final = evaluate(host_state().params)
+    ckpt.close(manager)
+    writer.close()
+    result['step'] = int(unreplicate(state).step)
+    result.update({f'eval_{k}': v for k, v in final.items()})
+    if rates:
+      result['examples_per_sec'] = float(np.median(rates))
+    return result
+  except BaseException:
+    # No async save or writer thread may outlive the error: they would
+    # print after it at interpreter exit, or keep files open in a caller.
+    ckpt.close(manager, after_error=True)
+    if writer is not None:
+      writer.close()
+    raise
