@@ -62,6 +62,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.get(field, allowed[0]) not in allowed:
       raise ConfigError(f'{field} {config.get(field)!r} is unknown; use one of '
                         f'{", ".join(a for a in allowed if a)}')
+  if (not isinstance(config.seed, int) or isinstance(config.seed, bool)
+      or not 0 <= config.seed < 2**32):
+    # The data order takes a 32-bit seed: larger ones would repeat others'.
+    raise ConfigError(f'seed must be an integer in [0, 2**32), got '
+                      f'{config.seed!r}')
   microbatches = config.get('microbatches', 1)
   if not isinstance(microbatches, int) or microbatches <= 0:
     raise ConfigError(f'microbatches must be a positive integer, got '

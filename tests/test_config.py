@@ -40,6 +40,9 @@ def test_missing_field(tiny_config):
 @pytest.mark.parametrize('field,value,message', [
     ('total_steps', 0, 'total_steps must be a positive integer, got 0'),
     ('optimizer.schedule', 'step', "optimizer.schedule 'step' is unknown"),
+    ('seed', 2**32, r'seed must be an integer in \[0, 2\*\*32\), got '
+     '4294967296'),
+    ('seed', -1, r'seed must be an integer in \[0, 2\*\*32\), got -1'),
     ('optimizer.warmup_steps', 50, r'warmup_steps 50 must be in \[0, '
      r'total_steps=20\]'),
 ])
