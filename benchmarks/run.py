@@ -185,8 +185,8 @@ def main(argv=None) -> int:
   parser.add_argument('--window-s', type=float, default=1.0,
                       help='target seconds per timed window')
   parser.add_argument('--rounds', type=int, default=1,
-                      help='cpu suite: measure each side this many times, '
-                      'alternating, and keep the best round')
+                      help='cpu and overhead suites: measure each side this '
+                      'many times, alternating, and keep the best round')
   parser.add_argument('--json', help='also write the results here')
   parser.add_argument('--probes', help="probes suite: 'code', 'flags', "
                       "'startup' or a part of probe names, e.g. ynn")
@@ -215,7 +215,8 @@ def main(argv=None) -> int:
                     rounds=args.rounds)
   elif args.suite == 'overhead':
     from benchmarks import overhead  # pylint: disable=g-import-not-at-top
-    out = overhead.run(names, windows=args.windows, window_s=args.window_s)
+    out = overhead.run(names, windows=args.windows, window_s=args.window_s,
+                       rounds=args.rounds)
   elif args.suite == 'pipeline':
     from benchmarks import input_pipeline  # pylint: disable=g-import-not-at-top
     out = input_pipeline.run(windows=args.windows, window_s=args.window_s)
