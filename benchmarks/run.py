@@ -71,6 +71,11 @@ def measure_loop(name: str, *, windows: int = 5, window_s: float = 1.0,
   return overhead.measure_loop(name, windows=windows, steps=steps or 10)
 
 
+def measure_fed(name: str, *, windows: int = 5, window_s: float = 1.0) -> dict:
+  from benchmarks import overhead  # pylint: disable=g-import-not-at-top
+  return overhead.measure_fed(name, windows=windows, window_s=window_s)
+
+
 def measure_probe(spec: str, *, windows: int = 5,
                   window_s: float = 1.0) -> dict:
   from benchmarks import probes  # pylint: disable=g-import-not-at-top
@@ -78,7 +83,7 @@ def measure_probe(spec: str, *, windows: int = 5,
 
 
 MEASURE = {'bigml_jax': measure_jax, 'torch': measure_torch,
-           'loop': measure_loop,
+           'loop': measure_loop, 'fed': measure_fed,
            'probe': measure_probe}
 
 
