@@ -7,6 +7,7 @@ they are looked up, so the error can list the known ones.
 """
 
 import json
+import numbers
 import os
 
 import ml_collections
@@ -62,8 +63,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.get(field, allowed[0]) not in allowed:
       raise ConfigError(f'{field} {config.get(field)!r} is unknown; use one of '
                         f'{", ".join(a for a in allowed if a)}')
-  if (not isinstance(config.seed, int) or isinstance(config.seed, bool)
-      or not 0 <= config.seed < 2**32):
+  if (not isinstance(config.seed, numbers.Integral) or
+      isinstance(config.seed, bool) or not 0 <= config.seed < 2**32):
     # The data order takes a 32-bit seed: larger ones would repeat others'.
     raise ConfigError(f'seed must be an integer in [0, 2**32), got '
                       f'{config.seed!r}')

@@ -3,16 +3,23 @@ whole numpy array of indices at once.
 
 grain's version maps one index per Python call, ~3.5 us each: at a small
 step (the MLP's 0.6 ms for 128 examples) that alone is most of a step. The
-same permutation computed over arrays costs well under a microsecond per
-index, and equals grain's bit for bit (tests/data/test_index_shuffle.py), so
-a dataset is shuffled exactly as `grain.MapDataset.shuffle` shuffles it.
+same permutation computed over arrays of 65,536 indices costs 0.1-0.3 us
+per index (benchmarks/NOTES.md), and equals grain's bit for bit
+(tests/data/test_index_shuffle.py), so a dataset is shuffled exactly as
+`grain.MapDataset.shuffle` shuffles it.
 
-The algorithm, as in grain's index_shuffle.cc: the block size is the bits of
-max_index (at least 16, rounded up to even); round keys come from C++'s
+The algorithm, as in grain's index_shuffle.cc: the block size is
+ceil(log2(max_index)) bits (at least 16, rounded up to even); round keys
+come from C++'s
 `std::seed_seq{seed}`; each pair of Simon rounds is
   left ^= F(right) ^ k[i];  right ^= F(left) ^ k[i+1],
   F(x) = (rotl(x, 1) & rotl(x, 8)) ^ rotl(x, 2);
 and an encrypted value above max_index is encrypted again until it is not.
+
+Like grain's, it is not a permutation when max_index is 2**k with k even
+and >= 16 (n = 65,537, 262,145, ...): the block is then one bit short, so
+max_index is never returned and one other index twice. We keep grain's
+order (and the order of runs resumed from a checkpoint) rather than fix it.
 """
 
 import math
@@ -76,12 +83,27 @@ def _walk(start: np.ndarray, max_index: int, step) -> np.ndarray:
   return out
 
 
+def _jump(table: np.ndarray, max_index: int) -> np.ndarray:
+  """Every walk through `table` at once, by pointer jumping: each pass
+  jumps twice as far, so a walk of length L costs log2(L) passes over the
+  table instead of L numpy calls."""
+  jump = table.copy()
+  while True:
+    out = np.flatnonzero(jump > max_index)
+    if not out.size or out[0] > max_index:
+      return jump
+    jump[out] = jump[jump[out]]
+
+
 def index_shuffle(index: np.ndarray, max_index: int, seed: int,
                   rounds: int = 4) -> np.ndarray:
   """Positions of `index` (int array, values in [0, max_index]) in grain's
   permutation of [0, max_index] for `seed`; uint64 of the same shape."""
-  if rounds < 4 or rounds % 2:
-    raise ValueError(f'rounds must be an even integer >= 4, got {rounds}')
+  if rounds < 4 or rounds % 2 or rounds > 1024:
+    raise ValueError(f'rounds must be an even integer in [4, 1024], got '
+                     f'{rounds}')
+  if not 0 <= seed < 2**32:
+    raise ValueError(f'seed must be in [0, 2**32), got {seed}')
   index = np.asarray(index)
   if max_index == 0:
     return np.zeros(index.shape, np.uint64)
@@ -95,7 +117,10 @@ def index_shuffle(index: np.ndarray, max_index: int, seed: int,
     # average): encrypting the whole block once turns each step into a
     # lookup.
     table = encrypt(np.arange(1 << 2 * w, dtype=dtype))
-    out = _walk(flat, max_index, lambda v: table[v])
+    if max_index < 2048:  # Walks of hundreds of steps: resolve them all.
+      out = _jump(table, max_index)[flat]
+    else:
+      out = _walk(flat, max_index, lambda v: table[v])
   else:
     out = _walk(flat, max_index, encrypt)
   return out.astype(np.uint64).reshape(index.shape)

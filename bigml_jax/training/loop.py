@@ -342,9 +342,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       result['examples_per_sec'] = float(np.median(rates))
     return result
   except BaseException:
-    # No async save or writer thread may outlive the error: they would
-    # print after it at interpreter exit, or keep files open in a caller.
-    ckpt.close(manager, after_error=True)
+    # Stop the checkpoint and writer threads, which would otherwise keep
+    # the process alive or files open in a caller; a failure here (a full
+    # disk again) is logged so the first error is the one raised.
+    cleanups = [lambda: ckpt.close(manager, after_error=True)]
     if writer is not None:
-      writer.close()
+      cleanups.append(writer.close)
+    for cleanup in cleanups:
+      try:
+        cleanup()
+      except Exception:  # pylint: disable=broad-except
+        logging.exception('while cleaning up after the error below')
     raise
