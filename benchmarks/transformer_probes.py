@@ -195,15 +195,9 @@ class _OutProjection(nn.Module):
     return jnp.einsum('bhlk,hkd->bld', o_BxHxLxK, kernel) + bias
 
 
-class HeadMajorAttention(nn.Module):
+class HeadMajorAttention(attention_lib.MultiHeadAttention):
   """MultiHeadAttention (einsum path, no dropout) computed in [B, H, L, K]
   layout from the projections on, so the batched dots need no transposes."""
-  num_heads: int
-  qkv_features: int | None = None
-  out_features: int | None = None
-  dropout_rate: float = 0.0
-  implementation: str = 'einsum'
-  dtype: Any = jnp.float32
   softmax: str = 'jax'
 
   @nn.compact
