@@ -421,17 +421,18 @@ class ShuffledIndexBatches(Sequence):
 
   def __getitem__(self, k: int) -> np.ndarray:
     start = k * self.batch_size
-    positions = np.arange(start, start + self.batch_size)
-    # Runs of positions in one (epoch, chunk): at most a few per batch.
-    runs = positions // self.n * (self.n // _SHUFFLE_CHUNK + 1) + (
-        positions % self.n) // _SHUFFLE_CHUNK
+    epochs, offsets = np.divmod(np.arange(start, start + self.batch_size),
+                                self.n)
+    chunks, within = np.divmod(offsets, _SHUFFLE_CHUNK)
+    # One number per (epoch, chunk) pair; a batch spans at most a few.
+    pairs = epochs * (self.n // _SHUFFLE_CHUNK + 1) + chunks
     out = np.empty(self.batch_size, np.int64)
-    for run in np.unique(runs):
-      here = runs == run
-      p = positions[here]
-      chunk = _shuffled_chunk(self.n, (self.seed + int(p[0]) // self.n) % 2**32,
-                              int(p[0]) % self.n // _SHUFFLE_CHUNK)
-      out[here] = chunk[p % self.n % _SHUFFLE_CHUNK]
+    for pair in np.unique(pairs):
+      here = pairs == pair
+      i = np.argmax(here)
+      table = _shuffled_chunk(self.n, (self.seed + int(epochs[i])) % 2**32,
+                              int(chunks[i]))
+      out[here] = table[within[here]]
     return out
 
 
