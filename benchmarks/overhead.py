@@ -26,12 +26,11 @@ def measure_fed(name: str, *, windows: int, window_s: float) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from benchmarks import jax_harness, jax_workloads  # pylint: disable=g-import-not-at-top
+  from bigml_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 
   w = WORKLOADS[name]
   bench = jax_workloads.build_workload(name)
   runner = jax_harness.Runner(bench)
-  from bigml_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-
   # The very arrays the loop's synthetic split reads its examples from.
   config = jax_workloads.experiment_config(w).dataset
   pool = pipeline.SyntheticSource(64 * w.batch_size, tuple(config.shape),

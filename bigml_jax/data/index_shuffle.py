@@ -10,8 +10,7 @@ per index (benchmarks/NOTES.md), and equals grain's bit for bit
 
 The algorithm, as in grain's index_shuffle.cc: the block size is
 ceil(log2(max_index)) bits (at least 16, rounded up to even); round keys
-come from C++'s
-`std::seed_seq{seed}`; each pair of Simon rounds is
+come from C++'s `std::seed_seq{seed}`; each pair of Simon rounds is
   left ^= F(right) ^ k[i];  right ^= F(left) ^ k[i+1],
   F(x) = (rotl(x, 1) & rotl(x, 8)) ^ rotl(x, 2);
 and an encrypted value above max_index is encrypted again until it is not.
