@@ -24,6 +24,7 @@ import tensorflow_datasets as tfds
 import bigml_jax
 import bigml_jax.checkpoint
 import bigml_jax.parallel.multihost
+from bigml_jax.training import perf
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file (experiments/configs/NAME.py).',
@@ -100,6 +101,10 @@ def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_quiet_libraries)
+  # Before anything creates jax's backend (see its docstring).
+  if perf.cpu_backend_expected() and perf.reuse_host_memory():
+    logging.info('host memory: malloc keeps freed blocks for reuse, so steps '
+                 'do not fault their temporaries in again')
   try:
     bigml_jax.parallel.multihost.initialize(
         _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
