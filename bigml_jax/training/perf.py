@@ -35,11 +35,13 @@ def peak_flops_per_device(device: jax.Device) -> float | None:
 
 
 # XLA:CPU's YNNPACK fusions over dots and the ops around them ran the CNN's
-# convolutions 1.4-1.7x faster than the default (individual dots only) but
-# cost the MLP 20% (benchmarks/NOTES.md), so only steps with convolutions
-# take them.
+# convolutions 1.4-1.7x faster than the default but cost the MLP 20%
+# (benchmarks/NOTES.md), so only steps with convolutions take them. The list
+# replaces the default one, whose YNN reductions ran the CNN's bias
+# gradients 8x faster than XLA's own: REDUCE keeps them.
 _CPU_CONV_OPTIONS = {
-    'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT'}
+    'xla_cpu_experimental_ynn_fusion_type':
+        'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
 
 
 def compiler_options(lowered) -> dict[str, str] | None:

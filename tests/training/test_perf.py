@@ -37,17 +37,24 @@ def test_compile_and_report_counts_matmul_flops():
 
 def test_conv_steps_get_ynn_fusions_on_cpu_only():
   dense = jax.jit(lambda x, w: x @ w).lower(jnp.ones((4, 8)), jnp.ones((8, 2)))
-  conv = jax.jit(lambda x, k: jax.lax.conv_general_dilated(
-      x, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))).lower(
-          jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 4)))
+
+  def conv_and_sum(x, k):  # A conv layer's output and its bias gradient.
+    y = jax.lax.conv_general_dilated(
+        x, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return y, y.sum((0, 1, 2))
+
+  conv = jax.jit(conv_and_sum).lower(jnp.ones((2, 8, 8, 3)),
+                                     jnp.ones((3, 3, 3, 4)))
   assert perf.compiler_options(dense) is None
-  expected = ({'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT'}
+  expected = ({'xla_cpu_experimental_ynn_fusion_type':
+                   'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
               if jax.default_backend() == 'cpu' else None)
   assert perf.compiler_options(conv) == expected
   if expected:  # XLA accepts the option and the result is unchanged.
-    x, k = jnp.arange(192.0).reshape(1, 8, 8, 3) / 100, jnp.ones((3, 3, 3, 4))
-    with_ynn = conv.compile(expected)(x, k)
-    assert jnp.allclose(with_ynn, conv.compile()(x, k), atol=1e-5)
+    x, k = jnp.arange(384.0).reshape(2, 8, 8, 3) / 100, jnp.ones((3, 3, 3, 4))
+    for with_ynn, default in zip(conv.compile(expected)(x, k),
+                                 conv.compile()(x, k)):
+      assert jnp.allclose(with_ynn, default, rtol=1e-5, atol=1e-5)
 
 
 def test_options_a_jaxlib_rejects_cost_speed_not_the_run(monkeypatch):
