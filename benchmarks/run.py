@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from bigml_jax import host
+
 from benchmarks import timing
 from benchmarks.workloads import WORKLOADS
 
@@ -95,8 +97,11 @@ def run_isolated(side: str, name: str, *, windows: int, window_s: float,
          '--window-s', str(window_s)]
   if steps:
     cmd += ['--steps', str(steps)]
-  proc = subprocess.run(cmd, capture_output=True, text=True,
-                        env=dict(os.environ, **(env or {})), check=False)
+  environ = dict(os.environ, **(env or {}))
+  if side != 'torch':  # The framework as its CLI runs it (bigml_jax/host.py).
+    environ = host.huge_page_environ(environ) or environ
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=environ,
+                        check=False)
   for line in reversed(proc.stdout.splitlines()):
     if line.startswith(RESULT_PREFIX):
       return json.loads(line[len(RESULT_PREFIX):])
@@ -123,9 +128,12 @@ def environment() -> dict:
                    if l.startswith('model name'))
   except (OSError, StopIteration):
     pass
+  jax_environ = host.huge_page_environ(os.environ) or os.environ
   return {'date': time.strftime('%Y-%m-%d %H:%M %Z'), 'cpu': model,
           'cores': os.cpu_count(), 'load_1min': os.getloadavg()[0],
-          'python': platform.python_version(), 'versions': versions}
+          'python': platform.python_version(), 'versions': versions,
+          'glibc': '-'.join(platform.libc_ver()),
+          'jax_side_glibc_tunables': jax_environ.get('GLIBC_TUNABLES', '')}
 
 
 def _fmt(x, spec='.0f', missing='-'):
@@ -201,11 +209,6 @@ def main(argv=None) -> int:
                       help=argparse.SUPPRESS)
   parser.add_argument('--steps', type=int, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
-  if (args.child and args.child != 'torch') or args.suite == 'pipeline':
-    # The framework as its CLI runs it (experiments/run.py); before jax
-    # creates its backend.
-    from bigml_jax.training import perf  # pylint: disable=g-import-not-at-top
-    perf.reuse_host_memory()
   if args.child:
     extra = {'steps': args.steps} if args.steps else {}
     result = MEASURE[args.child](args.workloads, windows=args.windows,

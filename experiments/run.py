@@ -10,9 +10,22 @@ import time
 _START = time.time()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import logging as std_logging
 import os
 import sys
+
+from bigml_jax import host
+
+if __name__ == '__main__' and host.cpu_backend_expected(os.environ):
+  # glibc reads its tunables only at start-up, so start again with them,
+  # before the heavy imports below (bigml_jax/host.py says why).
+  _ENVIRON = host.huge_page_environ(os.environ)
+  if _ENVIRON is not None:
+    try:
+      os.execve(sys.executable, sys.orig_argv, _ENVIRON)
+    except OSError:
+      pass  # Run on without: it costs speed, not the run.
+
+import logging as std_logging
 
 from absl import app
 from absl import flags
@@ -24,7 +37,6 @@ import tensorflow_datasets as tfds
 import bigml_jax
 import bigml_jax.checkpoint
 import bigml_jax.parallel.multihost
-from bigml_jax.training import perf
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file (experiments/configs/NAME.py).',
@@ -101,10 +113,9 @@ def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_quiet_libraries)
-  # Before anything creates jax's backend (see its docstring).
-  if perf.cpu_backend_expected() and perf.reuse_host_memory():
-    logging.info('host memory: malloc keeps freed blocks for reuse, so steps '
-                 'do not fault their temporaries in again')
+  if host.HUGE_PAGES in os.environ.get('GLIBC_TUNABLES', ''):
+    logging.info('malloc: transparent huge pages (GLIBC_TUNABLES=%s)',
+                 os.environ['GLIBC_TUNABLES'])
   try:
     bigml_jax.parallel.multihost.initialize(
         _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

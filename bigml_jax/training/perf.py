@@ -1,15 +1,10 @@
 """What a step costs: compiled memory, FLOPs, throughput and MFU; and the
-settings that make it cost less.
+per-compilation options that make it cost less.
 
 MFU = (FLOPs per step per device, from XLA's cost analysis of the compiled,
 partitioned step) x steps/s / (the device's peak FLOP/s). Peaks are dense
 bf16 figures from the vendors' data sheets; unknown devices (CPUs) get no MFU.
 """
-
-import ctypes
-import importlib.metadata
-import importlib.util
-import platform
 
 from absl import logging
 import jax
@@ -92,47 +87,3 @@ def throughput(steps_per_sec: float, batch_size: int, num_devices: int,
     out['mfu'] = flops * steps_per_sec / peak
   return out
 
-
-# glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
-# Free memory past this much at the heap's top goes back to the OS; it is
-# the largest value mallopt's int takes.
-_TRIM_THRESHOLD = 2**31 - 1
-
-
-def reuse_host_memory() -> bool:
-  """Makes glibc's malloc keep freed memory for the next step to reuse.
-
-  XLA:CPU allocates a step's temporaries afresh on every execution. glibc
-  maps blocks over 32 MB (over 64 MB in a thread's own arena) straight from
-  the OS and unmaps them on free, so every step faults its temporaries back
-  in, a 4 KB page at a time: 56 MB per step of the CNN benchmark and 584 MB
-  of the transformer's, a quarter of their step time on a 2-core CPU
-  (benchmarks/NOTES.md). After this call every block comes from one heap
-  (no mmap, one arena), and free memory goes back to the OS only past 2 GB
-  at the heap's top. The price is resident memory: blocks of steps
-  dispatched ahead stay mapped (the transformer benchmark's peak RSS went
-  from 1.2 to 2.2-3.5 GB).
-
-  Call it before jax creates its CPU backend: a thread that has allocated
-  keeps the arena it has. A no-op (False) where the C library is not glibc.
-  """
-  if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
-    return False
-  mallopt = ctypes.CDLL('libc.so.6').mallopt
-  return all(mallopt(param, value) == 1 for param, value in (
-      (_M_MMAP_MAX, 0), (_M_ARENA_MAX, 1),
-      (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)))
-
-
-def cpu_backend_expected() -> bool:
-  """Whether jax will run on the CPU, judged without creating a backend
-  (which would be too late for `reuse_host_memory`): the first of
-  JAX_PLATFORMS when set, else whether no accelerator plugin is installed."""
-  if jax.config.jax_platforms:
-    return jax.config.jax_platforms.split(',')[0].strip() == 'cpu'
-  # jax loads PJRT plugins (CUDA, ROCm, ...) from this entry-point group and
-  # namespace package, and TPUs through libtpu.
-  return not (importlib.metadata.entry_points(group='jax_plugins') or
-              importlib.util.find_spec('jax_plugins') or
-              importlib.util.find_spec('libtpu'))

@@ -1,9 +1,5 @@
-"""Peak table, rates and MFU, per-compilation XLA options, FLOP counts, and
-the host allocator setting."""
+"""Peak table, rates and MFU, per-compilation XLA options, FLOP counts."""
 
-import platform
-import subprocess
-import sys
 import types
 
 import jax
@@ -66,55 +62,3 @@ def test_options_a_jaxlib_rejects_cost_speed_not_the_run(monkeypatch):
   compiled, _ = perf.compile_and_report(jax.jit(jnp.sin), a)  # ...we do not.
   assert jnp.allclose(compiled(a), jnp.sin(a))
 
-
-_FAULTS_PER_CALL = '''
-import resource, statistics, sys
-from bigml_jax.training import perf
-applied = perf.reuse_host_memory() if sys.argv[1] == 'reuse' else False
-import jax, jax.numpy as jnp
-# tanh(a @ b) is a 100 MB temporary: glibc would mmap it on every call.
-f = jax.jit(lambda a, b: jnp.tanh(a @ b).T @ a)
-a, b = jnp.ones((4096, 16)), jnp.ones((16, 6144))
-faults = []
-for _ in range(12):
-  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-  f(a, b).block_until_ready()
-  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(applied, statistics.median(faults))
-'''
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason='glibc malloc')
-def test_reused_host_memory_is_not_faulted_in_every_call():
-  def faults(mode):
-    out = subprocess.run([sys.executable, '-c', _FAULTS_PER_CALL, mode],
-                         capture_output=True, text=True, check=True)
-    applied, per_call = out.stdout.split()
-    return applied, float(per_call)
-
-  # By default a call maps the temporary afresh: ~25,000 4 KB pages. With
-  # reuse, a call faults only when the heap grows (a few early calls).
-  assert faults('default') == ('False', pytest.approx(100e6 / 4096, rel=0.2))
-  applied, per_call = faults('reuse')
-  assert applied == 'True' and per_call < 100
-
-
-def test_cpu_backend_expected_from_platforms_and_plugins(monkeypatch):
-  config = types.SimpleNamespace(jax_platforms='')
-  monkeypatch.setattr(perf, 'jax', types.SimpleNamespace(config=config))
-  monkeypatch.setattr(perf.importlib.metadata, 'entry_points',
-                      lambda group: [])
-  installed = set()
-  monkeypatch.setattr(perf.importlib.util, 'find_spec',
-                      lambda name: object() if name in installed else None)
-  assert perf.cpu_backend_expected()
-  installed.add('libtpu')
-  assert not perf.cpu_backend_expected()
-  config.jax_platforms = 'cpu'
-  assert perf.cpu_backend_expected()
-  config.jax_platforms = 'cuda,cpu'
-  assert not perf.cpu_backend_expected()
-  config.jax_platforms = ''
-  installed.clear()
-  installed.add('jax_plugins')
-  assert not perf.cpu_backend_expected()
