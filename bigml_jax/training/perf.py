@@ -86,4 +86,3 @@ def throughput(steps_per_sec: float, batch_size: int, num_devices: int,
   if flops and peak:
     out['mfu'] = flops * steps_per_sec / peak
   return out
-
