@@ -98,7 +98,8 @@ def run_isolated(side: str, name: str, *, windows: int, window_s: float,
   if steps:
     cmd += ['--steps', str(steps)]
   environ = dict(os.environ, **(env or {}))
-  if side != 'torch':  # The framework as its CLI runs it (bigml_jax/host.py).
+  if side != 'torch' and host.cpu_backend_expected(environ):
+    # The framework as its CLI runs it (bigml_jax/host.py).
     environ = host.huge_page_environ(environ) or environ
   proc = subprocess.run(cmd, capture_output=True, text=True, env=environ,
                         check=False)
@@ -128,11 +129,14 @@ def environment() -> dict:
                    if l.startswith('model name'))
   except (OSError, StopIteration):
     pass
-  jax_environ = host.huge_page_environ(os.environ) or os.environ
+  jax_environ = os.environ
+  if host.cpu_backend_expected(os.environ):
+    jax_environ = host.huge_page_environ(os.environ) or os.environ
   return {'date': time.strftime('%Y-%m-%d %H:%M %Z'), 'cpu': model,
           'cores': os.cpu_count(), 'load_1min': os.getloadavg()[0],
           'python': platform.python_version(), 'versions': versions,
           'glibc': '-'.join(platform.libc_ver()),
+          # Those of the jax side's own processes (not the pipeline suite).
           'jax_side_glibc_tunables': jax_environ.get('GLIBC_TUNABLES', '')}
 
 

@@ -2,14 +2,14 @@
 
 XLA:CPU allocates a step's temporaries afresh on every execution. glibc's
 malloc maps blocks over 32 MB straight from the OS and unmaps them on free,
-so each CPU step faulted its temporaries back in, 4 KB at a time: 56 MB per
-step of the CNN benchmark and 584 MB of the transformer's, a quarter to a
-third of their step time on a 2-core CPU (benchmarks/NOTES.md). With the
-glibc tunable `glibc.malloc.hugetlb=1` (glibc 2.35 and later) malloc asks
-for transparent huge pages, so most of that memory arrives in 2 MB faults
-(per CNN step 20,000 faults became ~500; per transformer step 155,000
-became ~1,800), and memory still goes back to the OS on free. glibc reads tunables only
-at start-up, hence `huge_page_environ` and a re-exec in the CLI.
+so each CPU step faulted its temporaries back in, 4 KB at a time: ~20,000
+faults (80 MB) per step of the CNN benchmark and ~155,000 (620 MB) of the
+transformer's, a quarter to a third of their step time on a 2-core CPU
+(benchmarks/NOTES.md). With the glibc tunable `glibc.malloc.hugetlb=1`
+(glibc 2.35 and later) malloc asks for transparent huge pages, so most of
+that memory arrives in 2 MB faults (~500 and ~1,800 a step), and memory
+still goes back to the OS on free. glibc reads tunables only at start-up,
+hence `huge_page_environ` and a re-exec in the CLI.
 
 Imports neither jax nor anything heavy: the CLI calls this before it loads
 them.
@@ -54,5 +54,5 @@ def huge_page_environ(environ: Mapping[str, str]) -> dict[str, str] | None:
   tunables = environ.get('GLIBC_TUNABLES', '')
   if 'glibc.malloc.hugetlb=' in tunables:
     return None
-  return dict(environ,
-              GLIBC_TUNABLES=f'{tunables}:{HUGE_PAGES}' if tunables else HUGE_PAGES)
+  tunables = f'{tunables}:{HUGE_PAGES}' if tunables else HUGE_PAGES
+  return dict(environ, GLIBC_TUNABLES=tunables)

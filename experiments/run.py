@@ -5,21 +5,26 @@ run-level flags can come from `--flagfile=FILE`. Mistakes a user can make end
 in one line on stderr ("error: ...") and exit code 1.
 """
 
-import time
-
-_START = time.time()
-
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import os
 import sys
+import time
 
 from bigml_jax import host
 
-if __name__ == '__main__' and host.cpu_backend_expected(os.environ):
+# "pid:start time" of a run that restarted itself: the same pid after exec.
+_RESTARTED = 'BIGML_JAX_RESTARTED'
+_pid, _, _start = os.environ.get(_RESTARTED, '').partition(':')
+_START = float(_start) if _pid == str(os.getpid()) else time.time()
+
+if (__name__ == '__main__' and _pid != str(os.getpid()) and
+    host.cpu_backend_expected(os.environ)):
   # glibc reads its tunables only at start-up, so start again with them,
-  # before the heavy imports below (bigml_jax/host.py says why).
+  # before the heavy imports below (bigml_jax/host.py says why). Once only,
+  # even if glibc drops them (it does for setuid and setcap programs).
   _ENVIRON = host.huge_page_environ(os.environ)
   if _ENVIRON is not None:
+    _ENVIRON[_RESTARTED] = f'{os.getpid()}:{_START}'
     try:
       os.execve(sys.executable, sys.orig_argv, _ENVIRON)
     except OSError:
@@ -114,8 +119,8 @@ def main(argv):
     _fail(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_quiet_libraries)
   if host.HUGE_PAGES in os.environ.get('GLIBC_TUNABLES', ''):
-    logging.info('malloc: transparent huge pages (GLIBC_TUNABLES=%s)',
-                 os.environ['GLIBC_TUNABLES'])
+    logging.info('malloc: transparent huge pages requested '
+                 '(GLIBC_TUNABLES=%s)', os.environ['GLIBC_TUNABLES'])
   try:
     bigml_jax.parallel.multihost.initialize(
         _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

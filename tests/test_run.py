@@ -53,8 +53,10 @@ def test_default_experiment_end_to_end(tmp_path, data_dir):
              home=tmp_path / 'home')
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert os.listdir(tmp_path / 'home' / '.cache' / 'bigml_jax' / 'xla')
-  if host.huge_page_environ({}) is not None:  # glibc 2.35+
-    assert 'malloc: transparent huge pages' in proc.stderr
+  environ = os.environ  # What run() passes on, HOME aside.
+  if (host.cpu_backend_expected(environ) and
+      host.huge_page_environ(environ) is not None):  # glibc 2.35+
+    assert 'malloc: transparent huge pages requested' in proc.stderr
   last = proc.stdout.strip().splitlines()[-1]
   assert last.startswith('step 60: test loss ') and 'test accuracy' in last
   accuracy = float(last.rsplit(' ', 1)[1])
@@ -148,3 +150,25 @@ def test_config_file_without_get_config(tmp_path):
       f'error: config file {config} has no get_config(); define get_config() '
       'returning an ml_collections.ConfigDict')
   assert not os.path.exists(tmp_path / 'w')
+
+
+def test_cli_restarts_itself_once_even_if_glibc_drops_the_tunable(tmp_path):
+  # glibc drops GLIBC_TUNABLES for setuid and setcap programs; stand in for
+  # that by a huge_page_environ that always asks for another restart.
+  marker = tmp_path / 'starts'
+  code = (
+      'import runpy, sys\n'
+      'from bigml_jax import host\n'
+      f'open({str(marker)!r}, "a").write("start\\n")\n'
+      'host.cpu_backend_expected = lambda environ: True\n'
+      'host.huge_page_environ = lambda environ: dict(environ)\n'
+      "sys.argv = ['experiments.run', '--config=nope.py', '--workdir=w']\n"
+      "runpy.run_module('experiments.run', run_name='__main__')\n")
+  env = {k: v for k, v in os.environ.items() if k != 'BIGML_JAX_RESTARTED'}
+  proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=120)
+  assert marker.read_text() == 'start\nstart\n'
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'error: config file nope.py not found; pass '
+      '--config=experiments/configs/NAME.py')

@@ -39,18 +39,22 @@ def test_conv_steps_get_ynn_fusions_on_cpu_only():
         x, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     return y, y.sum((0, 1, 2))
 
-  conv = jax.jit(conv_and_sum).lower(jnp.ones((2, 8, 8, 3)),
-                                     jnp.ones((3, 3, 3, 4)))
+  conv = jax.jit(conv_and_sum).lower(jnp.ones((16, 16, 16, 3)),
+                                     jnp.ones((3, 3, 3, 32)))
   assert perf.compiler_options(dense) is None
   expected = ({'xla_cpu_experimental_ynn_fusion_type':
                    'LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
               if jax.default_backend() == 'cpu' else None)
   assert perf.compiler_options(conv) == expected
   if expected:  # XLA accepts the option and the result is unchanged.
-    x, k = jnp.arange(384.0).reshape(2, 8, 8, 3) / 100, jnp.ones((3, 3, 3, 4))
-    for with_ynn, default in zip(conv.compile(expected)(x, k),
-                                 conv.compile()(x, k)):
-      assert jnp.allclose(with_ynn, default, rtol=1e-5, atol=1e-5)
+    compiled = conv.compile(expected)
+    # The sum is a YNN fusion (REDUCE), not XLA's slower loop.
+    assert any('ynn_fusion' in line and 'reduce_sum' in line
+               for line in compiled.as_text().splitlines())
+    x = jax.random.normal(jax.random.key(0), (16, 16, 16, 3))
+    k = jax.random.normal(jax.random.key(1), (3, 3, 3, 32))
+    for with_ynn, default in zip(compiled(x, k), conv.compile()(x, k)):
+      assert jnp.allclose(with_ynn, default, rtol=1e-4, atol=1e-4)
 
 
 def test_options_a_jaxlib_rejects_cost_speed_not_the_run(monkeypatch):
@@ -61,4 +65,3 @@ def test_options_a_jaxlib_rejects_cost_speed_not_the_run(monkeypatch):
     jax.jit(jnp.sin).lower(a).compile({'xla_no_such_option_here': 'on'})
   compiled, _ = perf.compile_and_report(jax.jit(jnp.sin), a)  # ...we do not.
   assert jnp.allclose(compiled(a), jnp.sin(a))
-
