@@ -98,9 +98,8 @@ def run_isolated(side: str, name: str, *, windows: int, window_s: float,
   if steps:
     cmd += ['--steps', str(steps)]
   environ = dict(os.environ, **(env or {}))
-  if side != 'torch' and host.cpu_backend_expected(environ):
-    # The framework as its CLI runs it (bigml_jax/host.py).
-    environ = host.huge_page_environ(environ) or environ
+  if side != 'torch':  # The framework as its CLI runs it (bigml_jax/host.py).
+    environ = host.environ_for_run(environ) or environ
   proc = subprocess.run(cmd, capture_output=True, text=True, env=environ,
                         check=False)
   for line in reversed(proc.stdout.splitlines()):
@@ -129,9 +128,7 @@ def environment() -> dict:
                    if l.startswith('model name'))
   except (OSError, StopIteration):
     pass
-  jax_environ = os.environ
-  if host.cpu_backend_expected(os.environ):
-    jax_environ = host.huge_page_environ(os.environ) or os.environ
+  jax_environ = host.environ_for_run(os.environ) or os.environ
   return {'date': time.strftime('%Y-%m-%d %H:%M %Z'), 'cpu': model,
           'cores': os.cpu_count(), 'load_1min': os.getloadavg()[0],
           'python': platform.python_version(), 'versions': versions,

@@ -9,7 +9,7 @@ transformer's, a quarter to a third of their step time on a 2-core CPU
 (glibc 2.35 and later) malloc asks for transparent huge pages, so most of
 that memory arrives in 2 MB faults (~500 and ~1,800 a step), and memory
 still goes back to the OS on free. glibc reads tunables only at start-up,
-hence `huge_page_environ` and a re-exec in the CLI.
+hence `environ_for_run` and a re-exec in the CLI.
 
 Imports neither jax nor anything heavy: the CLI calls this before it loads
 them.
@@ -56,3 +56,9 @@ def huge_page_environ(environ: Mapping[str, str]) -> dict[str, str] | None:
     return None
   tunables = f'{tunables}:{HUGE_PAGES}' if tunables else HUGE_PAGES
   return dict(environ, GLIBC_TUNABLES=tunables)
+
+
+def environ_for_run(environ: Mapping[str, str]) -> dict[str, str] | None:
+  """The environment a run should start in, or None to keep `environ`: the
+  huge-page one when jax will run on the CPU and it changes something."""
+  return huge_page_environ(environ) if cpu_backend_expected(environ) else None

@@ -17,12 +17,11 @@ _RESTARTED = 'BIGML_JAX_RESTARTED'
 _pid, _, _start = os.environ.get(_RESTARTED, '').partition(':')
 _START = float(_start) if _pid == str(os.getpid()) else time.time()
 
-if (__name__ == '__main__' and _pid != str(os.getpid()) and
-    host.cpu_backend_expected(os.environ)):
+if __name__ == '__main__' and _pid != str(os.getpid()):
   # glibc reads its tunables only at start-up, so start again with them,
   # before the heavy imports below (bigml_jax/host.py says why). Once only,
   # even if glibc drops them (it does for setuid and setcap programs).
-  _ENVIRON = host.huge_page_environ(os.environ)
+  _ENVIRON = host.environ_for_run(os.environ)
   if _ENVIRON is not None:
     _ENVIRON[_RESTARTED] = f'{os.getpid()}:{_START}'
     try:

@@ -181,12 +181,11 @@ def test_unwritable_workdir(tmp_path, tiny_config):
     train_and_evaluate(tiny_config(), tmp_path / 'file' / 'run')
 
 
-# Writes past 200 KB fail with EFBIG, as on a full disk; small log files still
-# fit, checkpoint files (~400 KB) do not. Set in a child that then execs the
-# CLI: a preexec_fn would run Python in a fork of this multithreaded process.
-# Orbax spreads a save's arrays over data files whose sizes vary with the
-# timing of its writes: at 200 KB the default CNN's save sometimes fitted.
-# Its dense kernel alone is 131 KB.
+# Writes past 100 KB fail with EFBIG, as on a full disk; small log files still
+# fit, checkpoint data files do not (the dense kernel alone is 131 KB; at a
+# 200 KB limit a save sometimes fitted, as Orbax's split of the arrays over
+# data files varies). Set in a child that then execs the CLI: a preexec_fn
+# would run Python in a fork of this multithreaded process.
 _FILE_SIZE_LIMITED = (
     'import os, resource, signal, sys; '
     'signal.signal(signal.SIGXFSZ, signal.SIG_IGN); '

@@ -100,3 +100,4 @@ def test_cpu_backend_expected_from_platforms_and_plugins(monkeypatch):
   installed.clear()
   plugins.append('cuda')  # As jax-cuda12-plugin registers itself.
   assert not host.cpu_backend_expected({})
+  assert host.environ_for_run({}) is None  # No restart for a GPU run.

@@ -53,9 +53,7 @@ def test_default_experiment_end_to_end(tmp_path, data_dir):
              home=tmp_path / 'home')
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert os.listdir(tmp_path / 'home' / '.cache' / 'bigml_jax' / 'xla')
-  environ = os.environ  # What run() passes on, HOME aside.
-  if (host.cpu_backend_expected(environ) and
-      host.huge_page_environ(environ) is not None):  # glibc 2.35+
+  if host.environ_for_run(os.environ) is not None:  # glibc 2.35+, on CPU
     assert 'malloc: transparent huge pages requested' in proc.stderr
   last = proc.stdout.strip().splitlines()[-1]
   assert last.startswith('step 60: test loss ') and 'test accuracy' in last
@@ -160,8 +158,7 @@ def test_cli_restarts_itself_once_even_if_glibc_drops_the_tunable(tmp_path):
       'import runpy, sys\n'
       'from bigml_jax import host\n'
       f'open({str(marker)!r}, "a").write("start\\n")\n'
-      'host.cpu_backend_expected = lambda environ: True\n'
-      'host.huge_page_environ = lambda environ: dict(environ)\n'
+      'host.environ_for_run = lambda environ: dict(environ)\n'
       "sys.argv = ['experiments.run', '--config=nope.py', '--workdir=w']\n"
       "runpy.run_module('experiments.run', run_name='__main__')\n")
   env = {k: v for k, v in os.environ.items() if k != 'BIGML_JAX_RESTARTED'}
