@@ -5,17 +5,20 @@ run-level flags can come from `--flagfile=FILE`. Mistakes a user can make end
 in one line on stderr ("error: ...") and exit code 1.
 """
 
+import time
+
+_NOW = time.time()  # Before any import, as "command start" means.
+
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import os
 import sys
-import time
 
 from bigml_jax import host
 
 # "pid:start time" of a run that restarted itself: the same pid after exec.
 _RESTARTED = 'BIGML_JAX_RESTARTED'
 _pid, _, _start = os.environ.get(_RESTARTED, '').partition(':')
-_START = float(_start) if _pid == str(os.getpid()) else time.time()
+_START = float(_start) if _pid == str(os.getpid()) else _NOW
 
 if __name__ == '__main__' and _pid != str(os.getpid()):
   # glibc reads its tunables only at start-up, so start again with them,
