@@ -211,19 +211,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         step_lib.make_eval_step(task, compute_dtype=compute_dtype),
         shardings.params, mesh)
     batch_sharding = mesh_lib.batch_sharding(mesh)
+    first_batch = next(train_iter)
+    # The step adds its metrics to running sums it is given (one dispatch a
+    # step); each log window starts from fresh sums, shaped by an abstract
+    # step. Jitted, the step is traced once for both.
+    step_fn = jax.jit(step_fn)
     if use_pmap:
       local = list(mesh.local_devices)
-      train_step = jax.pmap(step_fn, axis_name=step_lib.PMAP_AXIS,
-                            donate_argnums=0, devices=local)
       state = jax.tree.map(
           lambda x: np.broadcast_to(np.asarray(x), (len(local),) + x.shape),
           state)
       to_device = lambda b: jax.tree.map(
           lambda x: x.reshape(len(local), -1, *x.shape[1:]), b)
+      first_batch = to_device(first_batch)
+      train_step = jax.pmap(step_lib.summing_metrics(step_fn),
+                            axis_name=step_lib.PMAP_AXIS, donate_argnums=(0, 1),
+                            devices=local)
+      metric_shapes = jax.eval_shape(
+          jax.vmap(step_fn, axis_name=step_lib.PMAP_AXIS), state,
+          first_batch)[1]
+      no_sums = jax.device_get(step_lib.no_metrics(metric_shapes))
+      new_sums = lambda: no_sums  # pmap copies it to each device per call.
       unreplicate = lambda tree: jax.tree.map(lambda x: x[0], tree)
     else:
-      train_step = step_lib.jit_train_step(step_fn, shardings, mesh)
       to_device = lambda b: multihost.global_batch(b, batch_sharding)
+      first_batch = to_device(first_batch)
+      train_step = step_lib.jit_summing_step(step_fn, shardings, mesh)
+      metric_shapes = jax.eval_shape(step_fn, state, first_batch)[1]
+      new_sums = jax.jit(lambda: step_lib.no_metrics(metric_shapes),
+                         out_shardings=mesh_lib.replicated(mesh))
       unreplicate = lambda tree: tree
     # Tasks that generate (a GAN) show samples at every eval.
     sample_fn = (jax.jit(task.samples, out_shardings=mesh_lib.replicated(mesh))
@@ -248,17 +264,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     # Train loop. Metrics of a log step are fetched only after the next step is
     # dispatched, so the device never idles waiting for the host.
-    first_batch = to_device(next(train_iter))
+    sums = new_sums()
     flops = None
     if not use_pmap:  # Compile ahead to show memory use before the first step.
-      train_step, flops = perf.compile_and_report(train_step, state, first_batch)
+      train_step, flops = perf.compile_and_report(train_step, state, sums,
+                                                  first_batch)
     peak = perf.peak_flops_per_device(mesh.devices.flat[0])
     writer = MetricWriter(workdir, enabled=multihost.is_primary(),
                           total_steps=config.total_steps,
                           initial_step=start_step)
     result = {'step': start_step}
     rates: list[float] = []
-    sums = pending = final = None
+    pending = final = None
     last_log = (start_step, time.time())
 
     def flush(pending):
@@ -298,15 +315,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       for step in range(start_step + 1, config.total_steps + 1):
         batch = first_batch if step == start_step + 1 else to_device(
             next(train_iter))
-        state, metrics = train_step(state, batch)
-        metrics = unreplicate(metrics)
-        sums = metrics if sums is None else step_lib.add_metrics(sums, metrics)
+        state, sums = train_step(state, sums, batch)
         if pending is not None:
           flush(pending)
           pending = None
         is_last = step == config.total_steps
         if step % config.log_every == 0 or step == start_step + 1 or is_last:
-          pending, sums = (step, sums), None
+          pending, sums = (step, unreplicate(sums)), new_sums()
         writer.advance(step)
         boundary = (step % config.eval_every == 0 or
                     step % config.checkpoint_every == 0 or is_last)

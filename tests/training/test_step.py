@@ -1,0 +1,71 @@
+"""The loop's running metric sums, added inside the compiled step."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from bigml_jax.models.mlp import MLP
+from bigml_jax.parallel import mesh as mesh_lib
+from bigml_jax.tasks import ClassificationTask
+from bigml_jax.tasks.base import NO_STEP
+from bigml_jax.training import step as step_lib
+from bigml_jax.training.state import TrainState
+
+
+def test_no_metrics_is_the_identity_of_add_metrics():
+  metrics = {'loss_sum': jnp.float32(2.5), 'count': jnp.float32(32.0),
+             'min_nonfinite_step': jnp.int32(7),
+             'min_margin': jnp.array([-1.0, 3.0], jnp.float32)}
+  zero = step_lib.no_metrics(jax.eval_shape(lambda: metrics))
+  assert int(zero['min_nonfinite_step']) == NO_STEP
+  np.testing.assert_array_equal(zero['min_margin'], [np.inf, np.inf])
+  total = step_lib.add_metrics(zero, metrics)
+  for k, v in metrics.items():
+    assert total[k].dtype == v.dtype
+    np.testing.assert_array_equal(total[k], v)
+
+
+def test_summing_step_sums_what_the_plain_step_returns():
+  """Three steps on a data x fsdp mesh: the summing step carries the same
+  state as the plain one and its sums are the plain step's metrics added."""
+  mesh = mesh_lib.make_mesh(ml_collections.ConfigDict(
+      {'data': 4, 'fsdp': 2, 'tensor': 1}))
+  task = ClassificationTask(MLP(features=(32,), num_classes=10))
+  tx = optax.sgd(0.1)
+  batches = [{'image': jax.random.normal(jax.random.key(i), (16, 64)),
+              'label': jnp.arange(16) % 10} for i in range(3)]
+
+  def init(rng):
+    params = task.init(rng, batches[0])
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), rng)
+
+  rng = jax.random.PRNGKey(0)
+  shardings = mesh_lib.logical_shardings(jax.eval_shape(init, rng), mesh)
+  make_state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)
+  step_fn = step_lib.make_train_step(task, tx)
+  plain = step_lib.jit_train_step(step_fn, shardings, mesh)
+  summing = step_lib.jit_summing_step(step_fn, shardings, mesh)
+
+  state, per_step = make_state(rng), []
+  for batch in batches:
+    state, metrics = plain(state, batch)
+    per_step.append(jax.device_get(metrics))
+  summed_state = make_state(rng)
+  sums = step_lib.no_metrics(jax.eval_shape(step_fn, summed_state,
+                                            batches[0])[1])
+  for batch in batches:
+    summed_state, sums = summing(summed_state, sums, batch)
+
+  sums = jax.device_get(sums)
+  assert sums['steps'] == 3 and sums['count'] == 48
+  assert sums['min_nonfinite_step'] == NO_STEP
+  for k in ('loss_sum', 'correct', 'grad_norm_sum'):
+    np.testing.assert_allclose(sums[k], sum(m[k] for m in per_step),
+                               rtol=1e-6)
+  assert int(summed_state.step) == 3
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6,
+                                                       atol=1e-7),
+               summed_state.params, state.params)
