@@ -1,7 +1,9 @@
 """Input pipeline against the train step it feeds (issue 7, item 5).
 
 For the default experiment (CNN on `digits`) at batch 64 and 128:
-  pipeline      `train_iterator` alone (grain, 2 read threads): batches/s;
+  pipeline      `train_iterator` alone: batches/s (in memory, its own
+                `ArrayBatches`; record by record, grain with 2 read
+                threads);
   step          the default config's jitted train step on one fixed device
                 batch: steps/s;
   fed step      both together, batch by batch, as the loop runs them

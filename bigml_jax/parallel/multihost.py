@@ -13,12 +13,53 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 
+# jax's CPU client aliases a numpy array aligned to 64 bytes and copies any
+# other, slowly; numpy's large arrays are 16-byte aligned. For the mlp's
+# 400 KB batch through device_put: 57 us aligned, 171 us not, 93 us with the
+# copy below.
+_CPU_ALIGNMENT = 64
+
+
+def _cpu_aligned(x):
+  if not isinstance(x, np.ndarray) or not x.size or (
+      x.ctypes.data % _CPU_ALIGNMENT == 0 and x.flags.c_contiguous):
+    return x
+  buffer = np.empty(x.nbytes + _CPU_ALIGNMENT, np.uint8)
+  start = -buffer.ctypes.data % _CPU_ALIGNMENT
+  out = buffer[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
+  np.copyto(out, x)
+  return out
+
+
+def _aligned_for(sharding: NamedSharding, local_batch):
+  if any(d.platform == 'cpu' for d in sharding.device_set):
+    return jax.tree.map(_cpu_aligned, local_batch)
+  return local_batch
+
+
 def global_batch(local_batch: dict[str, np.ndarray],
                  sharding: NamedSharding) -> dict[str, jax.Array]:
-  """[local_B, ...] numpy arrays on each process -> [global_B, ...] arrays."""
+  """[local_B, ...] numpy arrays on each process -> [global_B, ...] arrays.
+
+  On CPU devices the arrays may then share memory with `local_batch`: do not
+  write to it afterwards (the pipeline makes fresh arrays for every batch).
+  """
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, x),
-      local_batch)
+      _aligned_for(sharding, local_batch))
+
+
+def jit_batch(local_batch: dict[str, np.ndarray], sharding: NamedSharding):
+  """What to pass a jitted function whose batch in_sharding is `sharding`.
+
+  On one process, the numpy arrays themselves: jit places them in C++,
+  17 us for the mlp's batch against 75-110 us through device_put or
+  `global_batch`, a tenth of its step. On several, `global_batch`. Do not
+  write to `local_batch` afterwards: on CPU the step may read it in place.
+  """
+  if jax.process_count() > 1:
+    return global_batch(local_batch, sharding)
+  return _aligned_for(sharding, local_batch)
 
 
 def is_primary() -> bool:

@@ -234,7 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       new_sums = lambda: no_sums  # pmap copies it to each device per call.
       unreplicate = lambda tree: jax.tree.map(lambda x: x[0], tree)
     else:
-      to_device = lambda b: multihost.global_batch(b, batch_sharding)
+      to_device = lambda b: multihost.jit_batch(b, batch_sharding)
       first_batch = to_device(first_batch)
       train_step = step_lib.jit_summing_step(step_fn, shardings, mesh)
       metric_shapes = jax.eval_shape(step_fn, state, first_batch)[1]
@@ -254,7 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       for local_batch in pipeline.eval_batches(
           sources.eval, preprocess, global_batch_size=config.batch_size,
           process_index=jax.process_index(), process_count=jax.process_count()):
-        m = eval_step(params, multihost.global_batch(local_batch, batch_sharding))
+        m = eval_step(params, multihost.jit_batch(local_batch, batch_sharding))
         sums = m if sums is None else step_lib.add_metrics(sums, m)
       return task.summarize(jax.device_get(sums))
 

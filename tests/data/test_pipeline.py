@@ -180,3 +180,43 @@ def test_shuffled_index_batches_equal_grains_graph(n, batch_size, seed):
   # first 65,536-position chunk, batch 70 the epoch (its second chunk).
   for k in [*range(25), 65, 70, 1000, 12345]:
     np.testing.assert_array_equal(ours[k], graph[k])
+
+
+class _RecordsOnly:
+  """An in-memory split seen as records only, which takes grain's path."""
+
+  def __init__(self, arrays: pipeline.ArraySource):
+    self._arrays = arrays
+
+  def __len__(self):
+    return len(self._arrays)
+
+  def __getitem__(self, i):
+    return self._arrays[i]
+
+
+def test_in_memory_batches_are_grains_with_its_state():
+  """An in-memory split skips grain's iterator: the same batches, across
+  epochs and process slices, and states each one resumes from."""
+  arrays = pipeline.ArraySource({
+      'image': np.arange(100 * 4, dtype=np.uint8).reshape(100, 2, 2, 1),
+      'label': np.arange(100)})
+  pre = pipeline.make_preprocess(ml_collections.ConfigDict())
+  make = lambda src, p: pipeline.train_iterator(
+      src, pre, seed=3, global_batch_size=16, process_index=p, process_count=2)
+  for p in range(2):
+    ours, grains = make(arrays, p), make(_RecordsOnly(arrays), p)
+    assert isinstance(ours, pipeline.ArrayBatches)
+    assert not isinstance(grains, pipeline.ArrayBatches)
+    for _ in range(9):  # 9 x 16 global examples: past the first epoch.
+      a, b = next(ours), next(grains)
+      for k in ('image', 'label'):
+        np.testing.assert_array_equal(a[k], b[k])
+    assert ours.get_state() == grains.get_state() == {'next_index': 9}
+    swapped_ours, swapped_grains = make(arrays, p), make(_RecordsOnly(arrays), p)
+    swapped_ours.set_state(grains.get_state())
+    swapped_grains.set_state(ours.get_state())
+    for _ in range(3):
+      want = next(ours)['label']
+      np.testing.assert_array_equal(next(swapped_ours)['label'], want)
+      np.testing.assert_array_equal(next(swapped_grains)['label'], want)

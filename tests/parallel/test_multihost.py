@@ -60,3 +60,38 @@ def test_two_processes_match_one(tmp_path, data_dir):
   assert sorted(os.listdir(tmp_path / 'multi' / 'checkpoints')) == ['3', '6']
   # Only process 0 writes logs: one metrics row per logged step.
   assert len(two) == len(one)
+
+
+def _misaligned(x: np.ndarray) -> np.ndarray:
+  """`x` copied to an address 16 bytes past a 64-byte boundary, as numpy's
+  large arrays often are."""
+  buffer = np.empty(x.nbytes + 80, np.uint8)
+  start = -buffer.ctypes.data % 64 + 16
+  out = buffer[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
+  out[...] = x
+  return out
+
+
+def test_batches_for_cpu_steps_are_aligned_and_unchanged():
+  import jax  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from bigml_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from bigml_jax.parallel import multihost  # pylint: disable=g-import-not-at-top
+  mesh = mesh_lib.make_mesh(ml_collections.ConfigDict(
+      {'data': 4, 'fsdp': 2, 'tensor': 1}))
+  sharding = mesh_lib.batch_sharding(mesh)
+  want = {'image': np.random.default_rng(0).random((16, 28, 28, 1), np.float32),
+          'label': np.arange(16, dtype=np.int32)}
+  local = {k: _misaligned(v) for k, v in want.items()}
+  assert local['image'].ctypes.data % 64 == 16
+  for_jit = multihost.jit_batch(local, sharding)
+  placed = jax.jit(lambda b: b, in_shardings=(sharding,))(for_jit)
+  for k, v in want.items():
+    assert for_jit[k].ctypes.data % 64 == 0
+    np.testing.assert_array_equal(for_jit[k], v)
+    np.testing.assert_array_equal(placed[k], v)
+    assert placed[k].sharding.is_equivalent_to(sharding, v.ndim)
+  arrays = multihost.global_batch(local, sharding)
+  for k, v in want.items():
+    assert arrays[k].sharding == sharding
+    np.testing.assert_array_equal(arrays[k], v)
