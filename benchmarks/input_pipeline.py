@@ -7,7 +7,7 @@ For the default experiment (CNN on `digits`) at batch 64 and 128:
   step          the default config's jitted train step on one fixed device
                 batch: steps/s;
   fed step      both together, batch by batch, as the loop runs them
-                (next -> device_put -> step, dispatched asynchronously):
+                (next -> jit_batch -> step, dispatched asynchronously):
                 steps/s.
 The pipeline is not the bottleneck when it is faster than the step and the
 fed step keeps the step's rate. Each with the split as the library serves it
@@ -20,6 +20,7 @@ overhead suite feeds through the loop.
 
 import jax
 
+from bigml_jax.parallel import multihost
 from bigml_jax.training import perf
 
 from benchmarks import jax_harness, timing
@@ -71,7 +72,7 @@ def measure_default(batch_size: int, *, windows: int, window_s: float,
   def fed(n):
     nonlocal state
     for _ in range(n):
-      state, metrics = compiled(state, jax.device_put(next(it), sharding))
+      state, metrics = compiled(state, multihost.jit_batch(next(it), sharding))
     jax.block_until_ready((state, metrics))
 
   fed_stats = timing.measure(fed, examples_per_step=1, windows=windows,
