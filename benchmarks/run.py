@@ -2,7 +2,7 @@
 
   python -m benchmarks.run --suite cpu [--workloads mlp,cnn] [--json PATH]
   python -m benchmarks.run --suite overhead   # train_and_evaluate vs bare loop
-  python -m benchmarks.run --suite pipeline   # grain input pipeline vs step
+  python -m benchmarks.run --suite pipeline   # input pipeline vs step
   python -m benchmarks.run --suite probes     # CPU speed-ups tried (NOTES.md)
   python -m benchmarks.run --suite gpu [--smoke]
 

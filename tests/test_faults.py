@@ -157,6 +157,21 @@ def test_non_finite_updates_skipped_by_config(tmp_path, tiny_config):
                       _params(tmp_path / 'frozen', 10))
 
 
+def test_non_finite_steps_counted_per_log_window(tmp_path, tiny_config,
+                                                 caplog):
+  """Warm-up from 0 keeps step 1 finite; every later update overflows and is
+  skipped: each log window reports its own count and first bad step."""
+  config = tiny_config(nan_policy='skip', total_steps=10, log_every=5,
+                       **{'optimizer.learning_rate': 1e38,
+                          'optimizer.warmup_steps': 2,
+                          'optimizer.grad_clip_norm': 0.0,
+                          'optimizer.name': 'sgd'})
+  train_and_evaluate(config, tmp_path)
+  assert 'skipped 4 non-finite update(s), first at step 2' in caplog.text
+  assert 'skipped 5 non-finite update(s), first at step 6' in caplog.text
+  assert caplog.text.count('non-finite update(s)') == 2
+
+
 def test_checkpoint_that_does_not_fit_the_model(tmp_path, tiny_config):
   """Resuming a workdir written by a different model
   one-line error naming the parameter and both shapes; checkpoint untouched"""

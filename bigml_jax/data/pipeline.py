@@ -1,7 +1,10 @@
 """Input pipelines: TFDS array_record sources read with grain, per process.
 
 Train: indices -> shuffle(seed, reshuffled each epoch) -> repeat -> batch
-(local batch size) -> this process's slice -> read + preprocess -> iterator. Local batch k*P + p
+(local batch size) -> this process's slice -> read + preprocess -> iterator
+(grain's for records; for splits small enough to be decoded into memory,
+`ArrayBatches`, which yields the same batches without grain's per-batch
+bookkeeping). Local batch k*P + p
 holds the examples of global batch k that process p feeds, so the global batch
 at every step is the same whatever the number of processes, and the
 iterator's `get_state()` (saved in checkpoints) is just a position.
@@ -449,7 +452,9 @@ def train_iterator(source: Sequence[Any], preprocess, *, seed: int,
   """An endless iterator of this process's slice of each global train batch.
 
   Yields dicts of numpy arrays with leading dim global_batch_size //
-  process_count. Checkpoint it with `get_state()` / `set_state()`.
+  process_count. Checkpoint it with `get_state()` / `set_state()`. Sources
+  held in memory (with `read_batch`) are read by `ArrayBatches`, others by
+  grain with `num_threads` reader threads.
   """
   local = _local_batch_size(global_batch_size, process_count)
   indices = ShuffledIndexBatches(len(source), seed, local)
@@ -473,7 +478,7 @@ class ArrayBatches(Iterator[Batch]):
   The batches `train_iterator`'s grain graph yields, with its iterator's
   state ({'next_index': k}), so checkpoints resume either way. In memory a
   batch costs an index and a gather (~40 us for the mlp's 128 x 784); grain's
-  iterator, with no reads to overlap, added ~60 us to each, and reader
+  iterator, with no reads to overlap, added ~30 us to each, and reader
   threads only contend with the loop for the GIL (benchmarks/NOTES.md).
   """
 

@@ -2,7 +2,8 @@
 
 Each process loads only its slice of the global batch; `global_batch` stitches
 the slices into one `jax.Array` laid out by a sharding. On one process this is
-a plain (sharded) device transfer.
+a plain (sharded) device transfer, and `jit_batch`, what the loop feeds its
+compiled step, skips even that: jit places numpy arrays itself, faster.
 """
 
 import os

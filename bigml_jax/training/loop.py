@@ -214,7 +214,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     first_batch = next(train_iter)
     # The step adds its metrics to running sums it is given (one dispatch a
     # step); each log window starts from fresh sums, shaped by an abstract
-    # step. Jitted, the step is traced once for both.
+    # step. Jitted, the step is traced once for both (on the jit path).
     step_fn = jax.jit(step_fn)
     if use_pmap:
       local = list(mesh.local_devices)

@@ -1,8 +1,9 @@
 """Train and eval steps: `jax.jit` over the mesh (main path) or `jax.pmap`.
 
 A step is a pure function (state, batch) -> (state, metrics). Metrics are sums
-(see the task), so the loop can add them up on device between log steps and
-never wait on the host. Options shared by both paths:
+(see the task), so they add up on device between log steps and the host never
+waits: the loop runs `summing_metrics(step)`, which adds them to running sums
+inside the compiled step. Options shared by both paths:
   microbatches: gradient accumulation, k microbatches scanned inside the step;
   compute_dtype: e.g. bfloat16 forward/backward over float32 params and
     optimizer state (params are cast per step, gradients flow back in f32);
@@ -160,13 +161,6 @@ def jit_eval_step(eval_step, param_shardings, mesh: Mesh):
 
 
 PMAP_AXIS = 'batch'
-
-
-def pmap_train_step(train_step):
-  """The classic data-parallel step: state replicated on every local device,
-  batch [devices, per_device_batch, ...]; metrics come back per device (all
-  equal after the psum)."""
-  return jax.pmap(train_step, axis_name=PMAP_AXIS, donate_argnums=0)
 
 
 @jax.jit

@@ -143,3 +143,25 @@ def test_custom_rules_on_fsdp_times_tensor_warn(tiny_config, tmp_path, caplog):
                      tmp_path / 'custom_rules')
   assert 'custom logical_axis_rules on a mesh with fsdp and tensor > 1' in (
       caplog.text)
+
+
+def _train_rows(workdir):
+  rows = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+  return {r['step']: r for r in rows if r['split'] == 'train'}
+
+
+@pytest.mark.parametrize('mode', ['dp8', 'pmap8'])
+def test_log_windows_average_their_steps(tiny_config, tmp_path, mode):
+  """The step's running sums: a log row is the mean over the steps since
+  the last one (step 1 is always a window of its own), then they restart."""
+  base = dict(total_steps=10, **{'model.dropout_rate': 0.0}, **MODES[mode])
+  train_and_evaluate(tiny_config(**base), tmp_path / 'each')
+  train_and_evaluate(tiny_config(**base, log_every=5), tmp_path / 'windows')
+  each, windows = _train_rows(tmp_path / 'each'), _train_rows(
+      tmp_path / 'windows')
+  assert sorted(windows) == [1, 5, 10]
+  for last, steps in ((1, [1]), (5, [2, 3, 4, 5]), (10, [6, 7, 8, 9, 10])):
+    for key in ('loss', 'accuracy', 'grad_norm'):
+      np.testing.assert_allclose(
+          windows[last][key], np.mean([each[s][key] for s in steps]),
+          rtol=1e-5, err_msg=f'{key} at step {last}')
