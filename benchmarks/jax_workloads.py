@@ -3,9 +3,7 @@
 Each workload is an experiment config (model, optimizer and a `synthetic`
 dataset, so `train_and_evaluate` can run it too) built into the framework's
 own task, optimizer and train step, jitted over a mesh exactly as
-`bigml_jax.training.loop` does it. The rnn workload reads float sequences,
-which the registry's `rnn_classifier` (token ids) does not, so its model is
-the framework's `RNNCell` in its `Recurrent` scan with a dense head.
+`bigml_jax.training.loop` does it.
 """
 
 import flax.linen as nn
@@ -13,32 +11,20 @@ import jax
 import ml_collections
 import numpy as np
 
-from bigml_jax.models import layers
-from bigml_jax.models.rnn import Recurrent, make_cell
 from bigml_jax.optim import make_optimizer
-from bigml_jax.tasks import ClassificationTask, build_task
+from bigml_jax.tasks import build_task
 
 from benchmarks.jax_harness import MESH_1, Bench, build
 from benchmarks.workloads import GAN, RNN, TRANSFORMER, WORKLOADS, Workload
-
-
-class SequenceRNN(nn.Module):
-  """Float sequences [B, L, D] -> tanh RNN -> last state -> logits [B, K]."""
-  hidden: int
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, x_BxLxD, *, train: bool = False):
-    del train
-    _, h_BxH = Recurrent(make_cell('rnn', self.hidden, name='cell'),
-                         name='recurrent')(x_BxLxD)
-    return layers.dense(self.num_classes, ('mlp', 'vocab'), name='head')(h_BxH)
 
 
 def model_config(w: Workload) -> ml_collections.ConfigDict:
   if w.name == 'mlp':
     return ml_collections.ConfigDict(
         {'name': 'mlp', 'features': (128,), 'dropout_rate': 0.0})
+  if w.name == 'rnn':
+    return ml_collections.ConfigDict(
+        {'name': 'rnn_sequence', 'cell': 'rnn', 'hidden_dim': RNN['hidden']})
   if w.name == 'cnn':
     return ml_collections.ConfigDict(
         {'name': 'cnn', 'channels': (32, 64), 'dense': (128,),
@@ -77,6 +63,8 @@ def experiment_config(w: Workload, *, total_steps: int = 100,
       {'name': 'synthetic', 'train_split': 'train', 'eval_split': 'test',
        'shape': w.inputs, 'num_classes': w.num_classes,
        'num_train': num_train, 'num_eval': w.batch_size})
+  if w.vocab:
+    c.dataset.vocab_size = w.vocab
   c.batch_size = w.batch_size
   c.total_steps = total_steps
   c.log_every = max(total_steps // 10, 1)
@@ -90,9 +78,6 @@ def experiment_config(w: Workload, *, total_steps: int = 100,
 
 
 def make_task(w: Workload):
-  if w.name == 'rnn':
-    return ClassificationTask(SequenceRNN(RNN['hidden'], w.num_classes),
-                              input_key=w.input_key)
   config = experiment_config(w)
   fields = {'num_classes': w.num_classes}
   if w.vocab:

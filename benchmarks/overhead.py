@@ -36,8 +36,9 @@ def measure_fed(name: str, *, windows: int, window_s: float) -> dict:
   runner = jax_harness.Runner(bench)
   # The very arrays the loop's synthetic split reads its examples from.
   config = jax_workloads.experiment_config(w).dataset
-  pool = pipeline.SyntheticSource(64 * w.batch_size, tuple(config.shape),
-                                  config.num_classes)._pool.arrays
+  pool = pipeline.SyntheticSource(
+      64 * w.batch_size, tuple(config.shape), config.num_classes,
+      vocab_size=config.get('vocab_size'))._pool.arrays
   pool = {k: pool[k].astype(bench.batch[k].dtype) for k in bench.batch}
   rng = np.random.default_rng(0)
   order, position = rng.permutation(len(pool['label'])), 0

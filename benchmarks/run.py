@@ -193,7 +193,7 @@ def main(argv=None) -> int:
                       choices=('cpu', 'overhead', 'pipeline', 'probes', 'gpu'))
   parser.add_argument('--workloads',
                       help='comma-separated, from: ' + ', '.join(WORKLOADS) +
-                      ' (default: all; overhead: mlp,cnn)')
+                      ' (default: all)')
   parser.add_argument('--windows', type=int, default=7,
                       help='timed windows per measurement (median reported)')
   parser.add_argument('--window-s', type=float, default=1.0,
@@ -216,8 +216,7 @@ def main(argv=None) -> int:
                                  window_s=args.window_s, **extra)
     print(RESULT_PREFIX + json.dumps(result))
     return 0
-  default = 'mlp,cnn' if args.suite == 'overhead' else ','.join(WORKLOADS)
-  names = [n for n in (args.workloads or default).split(',') if n]
+  names = [n for n in (args.workloads or ','.join(WORKLOADS)).split(',') if n]
   unknown = sorted(set(names) - set(WORKLOADS))
   if unknown:
     parser.error(f'unknown workload(s) {", ".join(unknown)}; known: '

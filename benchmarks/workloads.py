@@ -25,7 +25,8 @@ import numpy as np
 @dataclasses.dataclass(frozen=True)
 class Workload:
   """One workload. `inputs` is the shape of one example under `input_key`
-  (float32, or int32 tokens in [1, vocab) when `vocab` is set)."""
+  (float32 images or sequences under 'image', as the framework's pipeline
+  serves them, or int32 tokens in [1, vocab) when `vocab` is set)."""
   name: str
   batch_size: int
   inputs: tuple[int, ...]
@@ -54,7 +55,7 @@ def _opt(name, lr, **extra):
 WORKLOADS = {w.name: w for w in (
     Workload('mlp', 128, (784,), 10, _opt('sgd', 0.01)),
     Workload('cnn', 128, (32, 32, 3), 10, _opt('sgd', 0.01)),
-    Workload('rnn', 64, (64, 32), 10, _opt('adam', 1e-3), input_key='x'),
+    Workload('rnn', 64, (64, 32), 10, _opt('adam', 1e-3)),
     # torch.optim.AdamW's default decay, on matrices only (the framework's
     # decay_mask), on both sides.
     Workload('transformer', 32, (128,), 2,

@@ -103,27 +103,35 @@ def _in_memory(source: Sequence[Any], features,
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticSource(Sequence):
-  """Random-access source of Gaussian images with random labels.
+  """Random-access source of Gaussian inputs ('image', any shape: images or
+  float sequences) or, with `vocab_size`, token ids in [1, vocab_size)
+  ('tokens'), with random labels.
 
   For benchmarks and tests of arbitrary shapes, not for learning anything.
   Example i is example i % P of a pool of P examples drawn once from
   `seed` (P as many as fit in 32 MB, at most 4,096, whatever the split's
-  length): a pure function of (seed, shape, num_classes, i) that costs an
-  index, not a random draw, per example.
+  length): a pure function of (seed, shape, num_classes, vocab_size, i)
+  that costs an index, not a random draw, per example.
   """
   num_examples: int
   shape: tuple[int, ...]
   num_classes: int
   seed: int = 0
+  vocab_size: int | None = None
 
   @functools.cached_property
   def _pool(self) -> ArraySource:
     example_bytes = 4 * math.prod(self.shape)
     size = max(1, min(4096, (32 << 20) // example_bytes))
     rng = np.random.default_rng(self.seed)
-    return ArraySource({
-        'image': rng.standard_normal((size, *self.shape), dtype=np.float32),
-        'label': rng.integers(self.num_classes, size=size)})
+    if self.vocab_size:  # No 0s: id 0 is padding to the text models.
+      inputs = {TOKENS_KEY: rng.integers(1, self.vocab_size,
+                                         (size, *self.shape), np.int32)}
+    else:
+      inputs = {'image': rng.standard_normal((size, *self.shape),
+                                             dtype=np.float32)}
+    return ArraySource(dict(inputs,
+                            label=rng.integers(self.num_classes, size=size)))
 
   def __len__(self) -> int:
     return self.num_examples
@@ -325,10 +333,11 @@ def load_sources(cfg: ml_collections.ConfigDict,
   resumed run tokenizes exactly as before.
   """
   if cfg.name == 'synthetic':
+    vocab_size = cfg.get('vocab_size')
     make = lambda n, seed: SyntheticSource(n, tuple(cfg.shape), cfg.num_classes,
-                                           seed)
+                                           seed, vocab_size)
     return Sources(make(cfg.num_train, 0), make(cfg.num_eval, 1),
-                   cfg.num_classes)
+                   cfg.num_classes, vocab_size)
   try:
     train, eval_, features = _tfds_splits(cfg)
   except tfds.core.registered.DatasetNotFoundError:

@@ -15,7 +15,7 @@ from bigml_jax.models.conv_attention import ConvAttentionCNN
 from bigml_jax.models.gan import (DCGANDiscriminator, DCGANGenerator,
                                   MLPDiscriminator, MLPGenerator)
 from bigml_jax.models.mlp import MLP
-from bigml_jax.models.rnn import RNNClassifier
+from bigml_jax.models.rnn import RNNClassifier, SequenceClassifier
 from bigml_jax.models.transformer import BertClassifier, GPTLM
 from bigml_jax.models.vit import ViT
 
@@ -26,6 +26,7 @@ MODELS: dict[str, type[nn.Module]] = {
     'mlp': MLP,
     'cnn': CNN,
     'rnn_classifier': RNNClassifier,
+    'rnn_sequence': SequenceClassifier,
     'bert': BertClassifier,
     'gpt': GPTLM,
     'vit': ViT,

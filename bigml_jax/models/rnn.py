@@ -1,4 +1,5 @@
-"""Recurrent cells, a masked scan over time, and a sequence classifier.
+"""Recurrent cells, a masked scan over time, and sequence classifiers (of
+token ids and of float sequences).
 
 A cell maps (carry, x_t [B, D]) -> (carry, y_t [B, features]) and has
 `initialize_carry(rng, input_shape)`, as flax's cells do. `Recurrent` scans a
@@ -147,5 +148,29 @@ class RNNClassifier(nn.Module):
     x_BxLxD = nn.Dropout(self.dropout_rate, deterministic=not train)(x_BxLxD)
     cell = make_cell(self.cell, self.hidden_dim, name='cell')
     _, h_BxH = Recurrent(cell, name='recurrent')(x_BxLxD, tokens_BxL != 0)
+    h_BxH = nn.Dropout(self.dropout_rate, deterministic=not train)(h_BxH)
+    return layers.dense(self.num_classes, ('mlp', 'vocab'), name='head')(h_BxH)
+
+
+class SequenceClassifier(nn.Module):
+  """Float sequences [B, L, D] (e.g. time series, every step real) -> logits
+  [B, num_classes]: a recurrent layer, its last state, dropout, dense.
+
+  Attributes:
+    num_classes: size of the output layer.
+    cell: 'rnn' (Elman, `RNNCell`), 'lstm' or 'gru'.
+    hidden_dim: recurrent state width.
+    dropout_rate: dropout on the final state (training).
+  """
+  num_classes: int
+  cell: str = 'rnn'
+  hidden_dim: int = 128
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jnp.ndarray, *,
+               train: bool = False) -> jnp.ndarray:
+    cell = make_cell(self.cell, self.hidden_dim, name='cell')
+    _, h_BxH = Recurrent(cell, name='recurrent')(x_BxLxD)
     h_BxH = nn.Dropout(self.dropout_rate, deterministic=not train)(h_BxH)
     return layers.dense(self.num_classes, ('mlp', 'vocab'), name='head')(h_BxH)

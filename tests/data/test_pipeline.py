@@ -220,3 +220,18 @@ def test_in_memory_batches_are_grains_with_its_state():
       want = next(ours)['label']
       np.testing.assert_array_equal(next(swapped_ours)['label'], want)
       np.testing.assert_array_equal(next(swapped_grains)['label'], want)
+
+
+def test_synthetic_tokens_for_text_models():
+  cfg = ml_collections.ConfigDict({
+      'name': 'synthetic', 'shape': (16,), 'num_classes': 2, 'num_train': 100,
+      'num_eval': 10, 'vocab_size': 50})
+  sources = pipeline.load_sources(cfg)
+  assert sources.fields == {'num_classes': 2, 'vocab_size': 50}
+  batch = next(pipeline.train_iterator(
+      sources.train, pipeline.make_preprocess(cfg), seed=0,
+      global_batch_size=8))
+  assert set(batch) == {'tokens', 'label'}
+  assert batch['tokens'].shape == (8, 16) and batch['tokens'].dtype == np.int32
+  assert 1 <= batch['tokens'].min() and batch['tokens'].max() < 50
+  assert len(np.unique(batch['tokens'])) > 20

@@ -135,3 +135,22 @@ def test_build_model_and_unknown_cell():
   assert isinstance(model, RNNClassifier) and model.num_classes == 4
   with pytest.raises(ValueError, match="cell 'elman' is unknown"):
     RNNClassifier(20, 3, cell='elman').init(jax.random.key(0), _tokens(1, 2))
+
+
+def test_sequence_classifier_is_the_last_state_through_a_dense_head():
+  """Float sequences: logits = head(h_L) of the Elman recursion, by hand."""
+  model = build_model(ml_collections.ConfigDict(
+      {'name': 'rnn_sequence', 'cell': 'rnn', 'hidden_dim': 4}), num_classes=3)
+  assert isinstance(model, rnn.SequenceClassifier)
+  x_BxLxD = np.random.default_rng(0).standard_normal((2, 5, 6), np.float32)
+  params = _init(model, x_BxLxD)
+  cell, head = params['cell'], params['head']
+  assert cell['U'].shape == (4, 6) and head['kernel'].shape == (4, 3)
+  h = np.zeros((2, 4), np.float32)
+  for t in range(5):
+    h = np.tanh(h @ np.asarray(cell['W']).T + x_BxLxD[:, t] @
+                np.asarray(cell['U']).T + cell['b'])
+  want = h @ np.asarray(head['kernel']) + head['bias']
+  logits = model.apply({'params': params}, x_BxLxD)
+  chex.assert_shape(logits, (2, 3))
+  np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-6)
