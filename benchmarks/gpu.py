@@ -16,6 +16,9 @@ in those three.
 
   python -m benchmarks.run --suite gpu           # on the GPU
   python -m benchmarks.run --suite gpu --smoke   # tiny sizes, any device
+
+Data parallel over every visible device; the global batch (gpt 32, bert 64)
+is rounded up to a multiple of their number.
 """
 
 import os
@@ -100,7 +103,9 @@ def measure(kind: str, size: dict, *, windows: int, window_s: float) -> dict:
   device = jax.devices()[0]
   attention = 'cudnn' if device.platform == 'gpu' else 'xla'
   task = _task(kind, size, 'bfloat16', attention)
-  b, length = size['batch'], size['max_len']
+  # The batch is split over every device: a multiple of their number.
+  n = len(jax.devices())
+  b, length = -(-size['batch'] // n) * n, size['max_len']
   rng = np.random.default_rng(0)
   if kind == 'gpt':
     batch = {'tokens': rng.integers(1, size['vocab_size'], (b, length + 1),
@@ -132,7 +137,6 @@ def measure(kind: str, size: dict, *, windows: int, window_s: float) -> dict:
   matmul_params = bench.num_params - position_params
   model_flops = (6 * matmul_params + 12 * size['num_layers'] *
                  size['d_model'] * length) * b * length
-  n = mesh.devices.size
   peak = perf.peak_flops_per_device(device)
   mfu = lambda flops: flops * steps_per_s / (peak * n) if flops and peak else None
   memory = device.memory_stats() or {}

@@ -81,3 +81,27 @@ def test_cnn_probe_keeps_the_framework_params():
 
 def test_gpu_suite_imports_need_no_data_or_config_packages():
   assert gpu.blocked_import_chain() is None
+
+
+def test_gpu_suite_command_runs_without_data_or_config_packages(tmp_path):
+  """The command a GPU machine runs, end to end at smoke size, in a Python
+  where grain, TFDS and ml_collections cannot be imported (GPU images lack
+  them): device time is too scarce to find an import error there."""
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  out = tmp_path / 'gpu.json'
+  code = gpu._BLOCKER.split('for m in')[0] + (  # pylint: disable=protected-access
+      'import runpy\n'
+      f"sys.argv = ['benchmarks.run', '--suite', 'gpu', '--smoke', "
+      f"'--json', {str(out)!r}]\n"
+      "runpy.run_module('benchmarks.run', run_name='__main__')\n")
+  proc = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                        text=True, check=False, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'needs a module GPU images lack' not in proc.stderr
+  rows = json.loads(out.read_text())['rows']
+  assert [r['model'] for r in rows] == ['gpt', 'bert']
+  for r in rows:
+    assert r['tokens_per_sec'] > 0 and r['num_params'] > 0
+    assert r['batch'] == 8 and r['devices'] == 8  # SMOKE's 4, rounded up.
