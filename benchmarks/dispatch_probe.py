@@ -1,14 +1,13 @@
-"""Probe: several train steps per dispatch, for the mlp's 0.6 ms step.
+"""Several train steps per dispatch, for the mlp's 0.6 ms step.
 
-Not in the library. Measures what `train_and_evaluate` would gain if it ran
-K steps per call (a `lax.scan` over K stacked batches, as Keras's
-`steps_per_execution`), in one process, interleaved windows (so the
-machine's load hits every side alike):
+What `steps_per_dispatch` K (`step.summing_steps`: a `lax.scan` over K
+stacked batches, as Keras's `steps_per_execution`) gains, in one process,
+interleaved windows (so the machine's load hits every side alike):
   bare       the compiled step on one fixed device batch;
   1/dispatch the loop's way: `next()` on the in-memory iterator, `jit_batch`,
              the summing step;
-  K/dispatch one iterator read of K batches (one gather), one `jit_batch`,
-             one call of the K-step scan.
+  K/dispatch `pipeline.next_stacked` (one gather for K batches), one
+             `jit_batch`, one call of the K-step scan: what the loop does.
 
   python -m benchmarks.dispatch_probe [--k 8] [--windows 7]
 """
@@ -22,20 +21,6 @@ import numpy as np
 from bigml_jax.parallel import mesh as mesh_lib
 from bigml_jax.training import perf
 from bigml_jax.training import step as step_lib
-
-
-def k_steps(train_step):
-  """(state, sums, batches [K, B, ...]) -> (state, sums) after K steps of
-  `summing_metrics(train_step)`, in one compiled loop."""
-  summing = step_lib.summing_metrics(train_step)
-
-  def run(state, sums, batches):
-    def body(carry, batch):
-      return summing(*carry, batch), None
-    (state, sums), _ = jax.lax.scan(body, (state, sums), batches)
-    return state, sums
-
-  return run
 
 
 def main(argv=None) -> None:
@@ -66,9 +51,8 @@ def main(argv=None) -> None:
       new_sums(), bench.batch)
   stacked = jax.tree.map(lambda x: np.stack([np.asarray(x)] * k), bench.batch)
   many, _ = perf.compile_and_report(
-      jax.jit(k_steps(step_fn), in_shardings=(shardings, replicated, replicated),
-              out_shardings=(shardings, replicated), donate_argnums=(0, 1)),
-      bench.state, new_sums(), stacked)
+      step_lib.jit_summing_step(step_fn, shardings, mesh, k), bench.state,
+      new_sums(), stacked)
 
   data = jax_workloads.experiment_config(w, num_train=64 * w.batch_size).dataset
   source = pipeline.SyntheticSource(64 * w.batch_size, tuple(data.shape),
@@ -76,8 +60,6 @@ def main(argv=None) -> None:
   preprocess = pipeline.make_preprocess(data)
   batches = pipeline.train_iterator(source, preprocess, seed=0,
                                     global_batch_size=w.batch_size)
-  chunks = pipeline.train_iterator(source, preprocess, seed=0,
-                                   global_batch_size=w.batch_size * k)
   batch_sharding = mesh_lib.batch_sharding(mesh)
   state = [runner.state]
 
@@ -95,10 +77,10 @@ def main(argv=None) -> None:
 
   def per_k(n):
     s, sums = state[0], new_sums()
+    stacked_sharding = mesh_lib.stacked_batch_sharding(mesh)
     for _ in range(n // k):
-      chunk = {key: v.reshape(k, -1, *v.shape[1:])
-               for key, v in next(chunks).items()}
-      s, sums = many(s, sums, multihost.jit_batch(chunk, replicated))
+      chunk = pipeline.next_stacked(batches, k)
+      s, sums = many(s, sums, multihost.jit_batch(chunk, stacked_sharding))
     state[0] = jax.block_until_ready(s)
 
   sides = {'bare': bare, '1 step/dispatch': per_step,

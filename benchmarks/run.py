@@ -67,10 +67,11 @@ def measure_torch(name: str, *, windows: int = 5, window_s: float = 1.0) -> dict
 
 
 def measure_loop(name: str, *, windows: int = 5, window_s: float = 1.0,
-                 steps: int | None = None) -> dict:
+                 steps: int | None = None, steps_per_dispatch: int = 1) -> dict:
   from benchmarks import overhead  # pylint: disable=g-import-not-at-top
   del window_s  # The loop's log windows are `steps` long instead.
-  return overhead.measure_loop(name, windows=windows, steps=steps or 10)
+  return overhead.measure_loop(name, windows=windows, steps=steps or 10,
+                               steps_per_dispatch=steps_per_dispatch)
 
 
 def measure_fed(name: str, *, windows: int = 5, window_s: float = 1.0) -> dict:
@@ -90,13 +91,16 @@ MEASURE = {'bigml_jax': measure_jax, 'torch': measure_torch,
 
 
 def run_isolated(side: str, name: str, *, windows: int, window_s: float,
-                 steps: int | None = None, env: dict | None = None) -> dict:
+                 steps: int | None = None, env: dict | None = None,
+                 steps_per_dispatch: int = 1) -> dict:
   """`MEASURE[side](name)` in a fresh Python process; its result dict."""
   cmd = [sys.executable, '-m', 'benchmarks.run', '--child', side,
          '--workloads', name, '--windows', str(windows),
          '--window-s', str(window_s)]
   if steps:
     cmd += ['--steps', str(steps)]
+  if steps_per_dispatch > 1:
+    cmd += ['--steps-per-dispatch', str(steps_per_dispatch)]
   environ = dict(os.environ, **(env or {}))
   if side != 'torch':  # The framework as its CLI runs it (bigml_jax/host.py).
     environ = host.environ_for_run(environ) or environ
@@ -209,9 +213,14 @@ def main(argv=None) -> int:
   parser.add_argument('--child', choices=tuple(MEASURE),
                       help=argparse.SUPPRESS)
   parser.add_argument('--steps', type=int, help=argparse.SUPPRESS)
+  parser.add_argument('--steps-per-dispatch', type=int, default=1,
+                      help='overhead suite: the loop runs this many steps a '
+                      'call (config steps_per_dispatch)')
   args = parser.parse_args(argv)
   if args.child:
     extra = {'steps': args.steps} if args.steps else {}
+    if args.steps_per_dispatch > 1:
+      extra['steps_per_dispatch'] = args.steps_per_dispatch
     result = MEASURE[args.child](args.workloads, windows=args.windows,
                                  window_s=args.window_s, **extra)
     print(RESULT_PREFIX + json.dumps(result))
@@ -229,7 +238,8 @@ def main(argv=None) -> int:
   elif args.suite == 'overhead':
     from benchmarks import overhead  # pylint: disable=g-import-not-at-top
     out = overhead.run(names, windows=args.windows, window_s=args.window_s,
-                       rounds=args.rounds)
+                       rounds=args.rounds,
+                       steps_per_dispatch=args.steps_per_dispatch)
   elif args.suite == 'pipeline':
     from benchmarks import input_pipeline  # pylint: disable=g-import-not-at-top
     out = input_pipeline.run(windows=args.windows, window_s=args.window_s)

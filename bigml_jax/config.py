@@ -24,6 +24,7 @@ REQUIRED_FIELDS = (
     'mesh.fsdp', 'mesh.tensor',
 )
 # Optional fields (defaults): parallelism 'jit' | 'pmap'; microbatches 1;
+# steps_per_dispatch 1 (K train steps per compiled call, for tiny steps);
 # compute_dtype None (= params' float32) | 'bfloat16'; nan_policy 'stop' |
 # 'skip'; logical_axis_rules (bigml_jax.parallel.mesh.DEFAULT_RULES).
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
@@ -72,6 +73,21 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not isinstance(microbatches, int) or microbatches <= 0:
     raise ConfigError(f'microbatches must be a positive integer, got '
                       f'{microbatches!r}')
+  k = config.get('steps_per_dispatch', 1)
+  if not isinstance(k, int) or k <= 0:
+    raise ConfigError(f'steps_per_dispatch must be a positive integer, got '
+                      f'{k!r}')
+  if k > 1:
+    if config.get('parallelism', 'jit') == 'pmap':
+      raise ConfigError('steps_per_dispatch > 1 needs parallelism=jit; set '
+                        'steps_per_dispatch=1 for pmap')
+    for field in ('total_steps', 'log_every', 'eval_every',
+                  'checkpoint_every'):
+      if config[field] % k:
+        raise ConfigError(
+            f'{field} {config[field]} is not a multiple of steps_per_dispatch '
+            f'{k}: logs, evals and checkpoints fall between dispatches; use '
+            f'a multiple of {k}')
   if not 0 <= opt.warmup_steps <= config.total_steps:
     raise ConfigError(f'optimizer.warmup_steps {opt.warmup_steps} must be in '
                       f'[0, total_steps={config.total_steps}]')

@@ -107,29 +107,14 @@ def test_gpu_suite_command_runs_without_data_or_config_packages(tmp_path):
     assert r['batch'] == 8 and r['devices'] == 8  # SMOKE's 4, rounded up.
 
 
-def test_dispatch_probe_k_steps_equal_k_single_steps():
-  """The probe's K-step scan carries the state and sums of K summing steps."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from benchmarks import dispatch_probe  # pylint: disable=g-import-not-at-top
-  from bigml_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
-  bench = jax_workloads.build_workload('mlp')
-  task, tx = jax_workloads.make_task_and_optimizer(WORKLOADS['mlp'])
-  step_fn = step_lib.make_train_step(task, tx)
-  rng = np.random.default_rng(3)
-  batches = {'image': rng.standard_normal((4, 128, 784), np.float32),
-             'label': rng.integers(0, 10, (4, 128)).astype(np.int32)}
-  zero = step_lib.no_metrics(jax.eval_shape(step_fn, bench.state,
-                                            bench.batch)[1])
-  state, sums = jax.jit(dispatch_probe.k_steps(step_fn))(bench.state, zero,
-                                                         batches)
-  one = jax.jit(step_lib.summing_metrics(step_fn))
-  want_state, want_sums = bench.state, zero
-  for i in range(4):
-    want_state, want_sums = one(want_state, want_sums,
-                                jax.tree.map(lambda x: x[i], batches))
-  assert int(state.step) == 4 and float(sums['steps']) == 4
-  np.testing.assert_allclose(sums['loss_sum'], want_sums['loss_sum'],
-                             rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
-                                                       atol=1e-6),
-               state.params, want_state.params)
+def test_overhead_loop_side_runs_whole_calls():
+  """The overhead suite's loop side: log windows rounded up to whole calls
+  of `steps_per_dispatch` steps, and a loss that is the loop's own."""
+  # In its own process, as the suite runs it: the workload's mesh is one
+  # device, not the tests' eight.
+  result = run_lib.run_isolated('loop', 'mlp', windows=2, window_s=0.1,
+                                steps=3, steps_per_dispatch=2,
+                                env={'XLA_FLAGS': ''})
+  assert result['steps_per_window'] == 4 and result['steps_per_dispatch'] == 2
+  assert result['examples_per_sec'] > 0
+  assert math.isfinite(result['loss']) and 0 < result['loss'] < 10

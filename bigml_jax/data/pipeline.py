@@ -504,11 +504,27 @@ class ArrayBatches(Iterator[Batch]):
     self._next += 1
     return _read_batch(self._source, self._preprocess, self._indices[k])
 
+  def next_stacked(self, k: int) -> Batch:
+    """The next k batches stacked [k, B, ...], read with one gather."""
+    ks = (self._next + np.arange(k)) * self._process_count + self._process_index
+    indices = np.concatenate([self._indices[int(j)] for j in ks])
+    self._next += k
+    batch = _read_batch(self._source, self._preprocess, indices)
+    return {key: v.reshape(k, -1, *v.shape[1:]) for key, v in batch.items()}
+
   def get_state(self) -> dict[str, int]:
     return {'next_index': self._next}
 
   def set_state(self, state: dict[str, int]) -> None:
     self._next = int(state['next_index'])
+
+
+def next_stacked(iterator: Iterator[Batch], k: int) -> Batch:
+  """The next k batches of a `train_iterator`, stacked [k, B, ...]."""
+  if isinstance(iterator, ArrayBatches):
+    return iterator.next_stacked(k)
+  batches = [next(iterator) for _ in range(k)]
+  return {key: np.stack([b[key] for b in batches]) for key in batches[0]}
 
 
 def num_eval_batches(num_examples: int, global_batch_size: int) -> int:

@@ -82,6 +82,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
 
 
+def stacked_batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Batches of several steps, [K, B, ...]: B split as `batch_sharding`."""
+  return NamedSharding(mesh, P(None, BATCH_AXES))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

@@ -122,6 +122,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   validate_config(config)
   workdir = _make_workdir(workdir)
   use_pmap = config.get('parallelism', 'jit') == 'pmap'
+  per_call = config.get('steps_per_dispatch', 1)
   compute_dtype = config.get('compute_dtype') or None
   microbatches = config.get('microbatches', 1)
 
@@ -189,9 +190,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       train_iter.set_state(data_state)
       logging.info('resumed from %s at step %d', manager.directory,
                    int(state.step))
+    start_step = int(state.step)
+    if start_step % per_call:
+      raise ConfigError(
+          f'the checkpoint in {manager.directory} is at step {start_step}, '
+          f'not a multiple of steps_per_dispatch {per_call}; resume with '
+          'steps_per_dispatch=1 (or one that divides it)')
     if multihost.is_primary():
       save_config(config, workdir)
-    start_step = int(state.step)
 
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     logging.info('mesh %s (%s); %d parameters; per device: params %.2f MB, '
@@ -211,7 +217,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         step_lib.make_eval_step(task, compute_dtype=compute_dtype),
         shardings.params, mesh)
     batch_sharding = mesh_lib.batch_sharding(mesh)
-    first_batch = next(train_iter)
+    read = ((lambda: next(train_iter)) if per_call == 1 else
+            (lambda: pipeline.next_stacked(train_iter, per_call)))
+    first_batch = read()
     # The step adds its metrics to running sums it is given (one dispatch a
     # step); each log window starts from fresh sums, shaped by an abstract
     # step. Jitted, the step is traced once for both (on the jit path).
@@ -234,10 +242,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       new_sums = lambda: no_sums  # pmap copies it to each device per call.
       unreplicate = lambda tree: jax.tree.map(lambda x: x[0], tree)
     else:
-      to_device = lambda b: multihost.jit_batch(b, batch_sharding)
+      train_step = step_lib.jit_summing_step(step_fn, shardings, mesh,
+                                             per_call)
+      input_sharding = (mesh_lib.stacked_batch_sharding(mesh) if per_call > 1
+                        else batch_sharding)
+      to_device = lambda b: multihost.jit_batch(b, input_sharding)
       first_batch = to_device(first_batch)
-      train_step = step_lib.jit_summing_step(step_fn, shardings, mesh)
-      metric_shapes = jax.eval_shape(step_fn, state, first_batch)[1]
+      metric_shapes = jax.eval_shape(
+          step_fn, state, jax.tree.map(lambda x: x[0], first_batch)
+          if per_call > 1 else first_batch)[1]
       new_sums = jax.jit(lambda: step_lib.no_metrics(metric_shapes),
                          out_shardings=mesh_lib.replicated(mesh))
       unreplicate = lambda tree: tree
@@ -269,6 +282,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if not use_pmap:  # Compile ahead to show memory use before the first step.
       train_step, flops = perf.compile_and_report(train_step, state, sums,
                                                   first_batch)
+      if per_call > 1:  # XLA's cost analysis counts a loop's body once.
+        flops = None
     peak = perf.peak_flops_per_device(mesh.devices.flat[0])
     writer = MetricWriter(workdir, enabled=multihost.is_primary(),
                           total_steps=config.total_steps,
@@ -312,15 +327,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           train, learning_rate=float(schedule(log_step - 1))))
 
     with _StopSignal() as stop:
-      for step in range(start_step + 1, config.total_steps + 1):
-        batch = first_batch if step == start_step + 1 else to_device(
-            next(train_iter))
+      # `step` is the last step of each call (per_call steps a call).
+      for step in range(start_step + per_call, config.total_steps + 1,
+                        per_call):
+        batch = (first_batch if step == start_step + per_call else
+                 to_device(read()))
         state, sums = train_step(state, sums, batch)
         if pending is not None:
           flush(pending)
           pending = None
         is_last = step == config.total_steps
-        if step % config.log_every == 0 or step == start_step + 1 or is_last:
+        if (step % config.log_every == 0 or step == start_step + per_call or
+            is_last):
           pending, sums = (step, unreplicate(sums)), new_sums()
         writer.advance(step)
         boundary = (step % config.eval_every == 0 or

@@ -165,3 +165,59 @@ def test_log_windows_average_their_steps(tiny_config, tmp_path, mode):
       np.testing.assert_allclose(
           windows[last][key], np.mean([each[s][key] for s in steps]),
           rtol=1e-5, err_msg=f'{key} at step {last}')
+
+
+def _final_params(workdir, step):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, 'checkpoints', str(step), 'state')
+  return jax.device_get(ocp.StandardCheckpointer().restore(path)['params'])
+
+
+def test_steps_per_dispatch_trains_as_one_step_per_call(tiny_config,
+                                                        tmp_path):
+  """Two steps a call, straight through and resumed at step 10: the same
+  log windows, evals and parameters as one step a call."""
+  base = dict(total_steps=20, log_every=2, **{'model.dropout_rate': 0.0})
+  one = train_and_evaluate(tiny_config(**base), tmp_path / 'one')
+  two = train_and_evaluate(tiny_config(**base, steps_per_dispatch=2),
+                           tmp_path / 'two')
+  resumed = tmp_path / 'resumed'
+  train_and_evaluate(tiny_config(**dict(base, total_steps=10),
+                                 steps_per_dispatch=2), resumed)
+  again = train_and_evaluate(tiny_config(**base, steps_per_dispatch=2),
+                             resumed)
+  rows = {name: _train_rows(tmp_path / name)
+          for name in ('one', 'two', 'resumed')}
+  # One step a call logs step 1 alone; two a call, steps 1-2 together.
+  assert sorted(rows['two']) == list(range(2, 21, 2))
+  for name in ('two', 'resumed'):
+    for step in range(4, 21, 2):
+      np.testing.assert_allclose(rows[name][step]['loss'],
+                                 rows['one'][step]['loss'], rtol=1e-5,
+                                 err_msg=f'{name} at step {step}')
+  for result in (two, again):
+    assert result['step'] == 20
+    assert result['eval_loss'] == pytest.approx(one['eval_loss'], rel=1e-5)
+  for name in ('two', 'resumed'):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                         atol=1e-6),
+                 _final_params(tmp_path / name, 20),
+                 _final_params(tmp_path / 'one', 20))
+
+
+def test_steps_per_dispatch_must_divide_the_intervals(tiny_config, tmp_path):
+  from bigml_jax import ConfigError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ConfigError, match='log_every 3 is not a multiple of '
+                     'steps_per_dispatch 2'):
+    train_and_evaluate(tiny_config(log_every=3, steps_per_dispatch=2),
+                       tmp_path / 'a')
+  with pytest.raises(ConfigError, match='needs parallelism=jit'):
+    train_and_evaluate(tiny_config(parallelism='pmap', log_every=2,
+                                   steps_per_dispatch=2), tmp_path / 'b')
+  train_and_evaluate(tiny_config(total_steps=10), tmp_path / 'c')
+  with pytest.raises(ConfigError, match=r'is at step 10, not a multiple of '
+                     r'steps_per_dispatch 4'):
+    train_and_evaluate(tiny_config(total_steps=20, log_every=4,
+                                   eval_every=20, checkpoint_every=20,
+                                   steps_per_dispatch=4), tmp_path / 'c')
+  assert sorted(os.listdir(tmp_path / 'c' / 'checkpoints')) == ['10']

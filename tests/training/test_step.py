@@ -69,3 +69,39 @@ def test_summing_step_sums_what_the_plain_step_returns():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6,
                                                        atol=1e-7),
                summed_state.params, state.params)
+
+
+def test_summing_steps_equal_that_many_single_steps():
+  """K steps in one call (batches stacked [K, B, ...], B split over a
+  data x fsdp mesh) carry the state and sums of K calls of one step."""
+  mesh = mesh_lib.make_mesh(ml_collections.ConfigDict(
+      {'data': 4, 'fsdp': 2, 'tensor': 1}))
+  task = ClassificationTask(MLP(features=(32,), num_classes=10))
+  tx = optax.adam(0.01)
+  rng = np.random.default_rng(3)
+  stacked = {'image': rng.standard_normal((4, 16, 64), np.float32),
+             'label': rng.integers(0, 10, (4, 16)).astype(np.int32)}
+
+  def init(key):
+    params = task.init(key, jax.tree.map(lambda x: x[0], stacked))
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), key)
+
+  key = jax.random.PRNGKey(0)
+  shardings = mesh_lib.logical_shardings(jax.eval_shape(init, key), mesh)
+  make_state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)
+  step_fn = step_lib.make_train_step(task, tx)
+  zero = lambda: step_lib.no_metrics(jax.eval_shape(
+      step_fn, make_state(key), jax.tree.map(lambda x: x[0], stacked))[1])
+  many = step_lib.jit_summing_step(step_fn, shardings, mesh, 4)
+  state, sums = many(make_state(key), zero(), stacked)
+  one = step_lib.jit_summing_step(step_fn, shardings, mesh)
+  want_state, want_sums = make_state(key), zero()
+  for i in range(4):
+    want_state, want_sums = one(want_state, want_sums,
+                                jax.tree.map(lambda x: x[i], stacked))
+  assert int(state.step) == 4 and float(sums['steps']) == 4
+  for k in ('loss_sum', 'correct', 'count', 'grad_norm_sum'):
+    np.testing.assert_allclose(sums[k], want_sums[k], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-6),
+               state.params, want_state.params)
