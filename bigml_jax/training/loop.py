@@ -248,9 +248,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                         else batch_sharding)
       to_device = lambda b: multihost.jit_batch(b, input_sharding)
       first_batch = to_device(first_batch)
-      metric_shapes = jax.eval_shape(
-          step_fn, state, jax.tree.map(lambda x: x[0], first_batch)
-          if per_call > 1 else first_batch)[1]
+      one_step = first_batch if per_call == 1 else jax.tree.map(
+          lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), first_batch)
+      metric_shapes = jax.eval_shape(step_fn, state, one_step)[1]
       new_sums = jax.jit(lambda: step_lib.no_metrics(metric_shapes),
                          out_shardings=mesh_lib.replicated(mesh))
       unreplicate = lambda tree: tree
