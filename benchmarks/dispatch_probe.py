@@ -77,7 +77,7 @@ def main(argv=None) -> None:
 
   def per_k(n):
     s, sums = state[0], new_sums()
-    stacked_sharding = mesh_lib.stacked_batch_sharding(mesh)
+    stacked_sharding = mesh_lib.batch_sharding(mesh, k)
     for _ in range(n // k):
       chunk = pipeline.next_stacked(batches, k)
       s, sums = many(s, sums, multihost.jit_batch(chunk, stacked_sharding))

@@ -77,14 +77,12 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
                       f'of {dp}')
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) dim split over data and fsdp; other dims replicated."""
-  return NamedSharding(mesh, P(BATCH_AXES))
-
-
-def stacked_batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Batches of several steps, [K, B, ...]: B split as `batch_sharding`."""
-  return NamedSharding(mesh, P(None, BATCH_AXES))
+def batch_sharding(mesh: Mesh, steps_per_call: int = 1) -> NamedSharding:
+  """Leading (batch) dim split over data and fsdp; other dims replicated.
+  With `steps_per_call` > 1, batches of that many steps stacked [K, B, ...]:
+  B split the same way."""
+  return NamedSharding(mesh, P(BATCH_AXES) if steps_per_call == 1 else
+                       P(None, BATCH_AXES))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -244,8 +244,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     else:
       train_step = step_lib.jit_summing_step(step_fn, shardings, mesh,
                                              per_call)
-      input_sharding = (mesh_lib.stacked_batch_sharding(mesh) if per_call > 1
-                        else batch_sharding)
+      input_sharding = mesh_lib.batch_sharding(mesh, per_call)
       to_device = lambda b: multihost.jit_batch(b, input_sharding)
       first_batch = to_device(first_batch)
       one_step = first_batch if per_call == 1 else jax.tree.map(

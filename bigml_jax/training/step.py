@@ -148,11 +148,9 @@ def jit_summing_step(train_step, state_shardings, mesh: Mesh,
   sums replicated and donated like the state. With `steps_per_call` K > 1,
   `summing_steps(train_step)`: batches [K, B, ...], B split as usual."""
   replicated = mesh_lib.replicated(mesh)
-  if steps_per_call == 1:
-    step, batch = summing_metrics(train_step), mesh_lib.batch_sharding(mesh)
-  else:
-    step = summing_steps(train_step)
-    batch = mesh_lib.stacked_batch_sharding(mesh)
+  step = (summing_metrics(train_step) if steps_per_call == 1 else
+          summing_steps(train_step))
+  batch = mesh_lib.batch_sharding(mesh, steps_per_call)
   return jax.jit(
       step, in_shardings=(state_shardings, replicated, batch),
       out_shardings=(state_shardings, replicated), donate_argnums=(0, 1))
