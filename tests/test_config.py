@@ -3,7 +3,10 @@
 import glob
 import importlib.util
 import os
+import re
 
+from absl import flags
+from ml_collections import config_flags
 import pytest
 
 from bigml_jax import ConfigError, validate_config
@@ -58,3 +61,36 @@ def test_saved_config_round_trips(tiny_config, tmp_path):
   assert loaded.optimizer.learning_rate == config.optimizer.learning_rate
   assert list(loaded.model.features) == [32]
 
+
+
+def _readme_overrides():
+  """The `--config.KEY=VALUE` column of the README's table of run options."""
+  readme = open(os.path.join(ROOT, 'README.md')).read()
+  rows = re.findall(r'^\|[^|\n]*\| `(--config\.[^|\n]*)` \|$', readme, re.M)
+  return [o for row in rows for o in row.replace('`', '').split()]
+
+
+def test_readme_lists_the_run_options():
+  keys = {o.split('=')[0] for o in _readme_overrides()}
+  assert {'--config.parallelism', '--config.microbatches',
+          '--config.compute_dtype', '--config.nan_policy',
+          '--config.steps_per_dispatch', '--config.model.remat'} <= keys
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=os.path.basename)
+def test_readme_run_options_parse_on_every_config(path):
+  # absl overrides only fields a config has: each option the README
+  # documents must be settable from the command line of every experiment.
+  for override in _readme_overrides():
+    key, value = override[len('--config.'):].split('=')
+    if key == 'model.remat' and 'remat' not in _load(path).get_config().model:
+      continue  # Transformer configs only; the README says so.
+    argv = ['run', f'--config={path}', override]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file('config', flag_values=values,
+                                    sys_argv=argv)
+    values(argv)
+    node = values.config
+    for part in key.split('.'):
+      node = node[part]
+    assert str(node) == value, (override, node)

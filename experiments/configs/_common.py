@@ -8,7 +8,7 @@ def base(*, batch_size: int, total_steps: int, log_every: int = 100,
          eval_every: int | None = None,
          checkpoint_every: int | None = None) -> ml_collections.ConfigDict:
   """Run-level fields: seed, schedule of logs/evals/checkpoints, a
-  data-parallel mesh over all devices."""
+  data-parallel mesh over all devices, and the loop options."""
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.batch_size = batch_size
@@ -18,6 +18,13 @@ def base(*, batch_size: int, total_steps: int, log_every: int = 100,
   config.checkpoint_every = checkpoint_every or total_steps // 2
   config.max_to_keep = 2
   config.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'tensor': 1})
+  # Loop options, at their defaults, so that `--config.KEY=VALUE` can set
+  # them (absl overrides only fields a config has).
+  config.parallelism = 'jit'
+  config.microbatches = 1
+  config.steps_per_dispatch = 1
+  config.compute_dtype = ml_collections.config_dict.placeholder(str)
+  config.nan_policy = 'stop'
   return config
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARGS = ('--config=experiments/configs/default.py', '--config.total_steps=6',
@@ -31,18 +32,22 @@ def _rows(workdir):
   return [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
 
 
-def test_two_processes_match_one(tmp_path, data_dir):
-  data = f'--config.dataset.data_dir={data_dir}'
+@pytest.fixture(scope='module')
+def single_rows(tmp_path_factory, data_dir):
+  workdir = tmp_path_factory.mktemp('single')
   single = subprocess.run(
-      [sys.executable, '-m', 'experiments.run', *ARGS, data,
-       f'--workdir={tmp_path / "single"}'],
+      [sys.executable, '-m', 'experiments.run', *ARGS,
+       f'--config.dataset.data_dir={data_dir}', f'--workdir={workdir}'],
       cwd=ROOT, env=_env(8), capture_output=True, text=True, timeout=600)
   assert single.returncode == 0, single.stderr[-3000:]
+  return _rows(workdir)
 
+
+def _two_processes(workdir, data_dir, *extra):
   port = _free_port()
   procs = [subprocess.Popen(
-      [sys.executable, '-m', 'experiments.run', *ARGS, data,
-       f'--workdir={tmp_path / "multi"}',
+      [sys.executable, '-m', 'experiments.run', *ARGS, *extra,
+       f'--config.dataset.data_dir={data_dir}', f'--workdir={workdir}',
        f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
        f'--process_id={i}'],
       cwd=ROOT, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -51,15 +56,35 @@ def test_two_processes_match_one(tmp_path, data_dir):
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
   assert 'process 1 of 2; 4 local of 8 devices' in outs[1][1]
+  return _rows(workdir)
 
-  one, two = _rows(tmp_path / 'single'), _rows(tmp_path / 'multi')
+
+def test_two_processes_match_one(tmp_path, data_dir, single_rows):
+  one, two = single_rows, _two_processes(tmp_path, data_dir)
   assert [r['step'] for r in two] == [r['step'] for r in one]
   np.testing.assert_allclose([r['loss'] for r in two],
                              [r['loss'] for r in one], rtol=1e-4)
   # Both processes wrote their shards of the collective checkpoints.
-  assert sorted(os.listdir(tmp_path / 'multi' / 'checkpoints')) == ['3', '6']
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['3', '6']
   # Only process 0 writes logs: one metrics row per logged step.
   assert len(two) == len(one)
+
+
+def test_two_processes_two_steps_per_call_match_one(tmp_path, data_dir,
+                                                    single_rows):
+  # Each process reads its half of K stacked batches, and global_batch
+  # assembles [K, global batch, ...] under the stacked sharding.
+  two = _two_processes(tmp_path, data_dir, '--config.steps_per_dispatch=2',
+                       '--config.log_every=2', '--config.checkpoint_every=2')
+  train = [r for r in two if r['split'] == 'train']
+  assert [r['step'] for r in train] == [2, 4, 6]
+  # A window's loss is the mean of its steps' losses in the one-step run.
+  by_step = {r['step']: r['loss'] for r in single_rows
+             if r['split'] == 'train'}
+  np.testing.assert_allclose(
+      [r['loss'] for r in train],
+      [(by_step[s - 1] + by_step[s]) / 2 for s in (2, 4, 6)], rtol=1e-4)
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['4', '6']  # Keeps 2.
 
 
 def _misaligned(x: np.ndarray) -> np.ndarray:
