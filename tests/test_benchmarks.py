@@ -107,6 +107,14 @@ def test_gpu_suite_command_runs_without_data_or_config_packages(tmp_path):
     assert r['batch'] == 8 and r['devices'] == 8  # SMOKE's 4, rounded up.
 
 
+def test_gpu_suite_reports_a_failed_variant_and_goes_on():
+  row = gpu._variant('gpt', gpu.SMOKE, 4, 'flash', windows=1, window_s=0.01)  # pylint: disable=protected-access
+  assert row['error'].startswith('ValueError: attention implementation '
+                                 "'flash' is")
+  line = gpu.table([row]).splitlines()[-1]
+  assert line.startswith('| gpt | ') and '| 4 x 64 | flash | failed: ' in line
+
+
 def test_overhead_loop_side_runs_whole_calls():
   """The overhead suite's loop side: log windows rounded up to whole calls
   of `steps_per_dispatch` steps, and a loss that is the loop's own."""
