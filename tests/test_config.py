@@ -94,3 +94,12 @@ def test_readme_run_options_parse_on_every_config(path):
     for part in key.split('.'):
       node = node[part]
     assert str(node) == value, (override, node)
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=os.path.basename)
+def test_text_configs_can_switch_to_subwords_from_the_command_line(path):
+  # `dataset.tokenizer=subword` needs `dataset.vocab_size`, which absl can
+  # set only if the config has the field.
+  dataset = _load(path).get_config().dataset
+  if 'tokenizer' in dataset:
+    assert 'vocab_size' in dataset

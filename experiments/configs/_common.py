@@ -34,6 +34,9 @@ def dataset(name: str, **fields) -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict({'name': name, 'train_split': 'train',
                                    'eval_split': 'test', **fields})
   cfg.data_dir = ml_collections.config_dict.placeholder(str)
+  if 'tokenizer' in fields and 'vocab_size' not in fields:
+    # So that `--config.dataset.tokenizer=subword` can be given its size.
+    cfg.vocab_size = ml_collections.config_dict.placeholder(int)
   return cfg
 
 
