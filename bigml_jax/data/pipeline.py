@@ -103,6 +103,9 @@ def _in_memory(source: Sequence[Any], features,
   return ArraySource(_stack(_read_records(source, range(len(source)))))
 
 
+SYNTHETIC_FIELDS = ('shape', 'num_classes', 'num_train', 'num_eval')
+
+
 @dataclasses.dataclass(frozen=True)
 class SyntheticSource(Sequence):
   """Random-access source of Gaussian inputs ('image', any shape: images or
@@ -335,6 +338,12 @@ def load_sources(cfg: ml_collections.ConfigDict,
   resumed run tokenizes exactly as before.
   """
   if cfg.name == 'synthetic':
+    missing = [k for k in SYNTHETIC_FIELDS if k not in cfg]
+    if missing:
+      raise ConfigError(
+          f'dataset synthetic needs dataset.{", dataset.".join(missing)}; '
+          'add them to the dataset section of the config file (overrides '
+          'cannot add fields)')
     vocab_size = cfg.get('vocab_size')
     make = lambda n, seed: SyntheticSource(n, tuple(cfg.shape), cfg.num_classes,
                                            seed, vocab_size)

@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bigml_jax.errors import ConfigError
+
 IMPLEMENTATIONS = ('einsum', 'xla', 'cudnn')
 
 
@@ -102,13 +104,13 @@ class MultiHeadAttention(nn.Module):
                mask: jnp.ndarray | None = None, causal: bool = False,
                train: bool = False) -> jnp.ndarray:
     if self.implementation not in IMPLEMENTATIONS:
-      raise ValueError(f'attention implementation {self.implementation!r} is '
-                       f'unknown; use one of {", ".join(IMPLEMENTATIONS)}')
+      raise ConfigError(f'attention implementation {self.implementation!r} is '
+                        f'unknown; use one of {", ".join(IMPLEMENTATIONS)}')
     context_BxSxD = x_BxLxD if context_BxSxD is None else context_BxSxD
     features = self.qkv_features or x_BxLxD.shape[-1]
     if features % self.num_heads:
-      raise ValueError(f'qkv_features {features} is not divisible by '
-                       f'num_heads {self.num_heads}')
+      raise ConfigError(f'qkv_features {features} is not divisible by '
+                        f'num_heads {self.num_heads}')
     head_shape = (self.num_heads, features // self.num_heads)
     project = lambda name: _dense_general(
         head_shape, ('embed', 'heads', 'kv'), dtype=self.dtype, name=name)

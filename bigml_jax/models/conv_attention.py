@@ -5,6 +5,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from bigml_jax.errors import ConfigError
 from bigml_jax.models import layers
 from bigml_jax.models.attention import attention_weights
 
@@ -53,8 +54,8 @@ class ConvAttention(nn.Module):
     b, h, w, c = x_BxHxWxC.shape
     qk, v = self.qk_features or c, self.v_features or c
     if qk % self.num_heads or v % self.num_heads:
-      raise ValueError(f'num_heads {self.num_heads} must divide qk_features '
-                       f'{qk} and v_features {v}')
+      raise ConfigError(f'num_heads {self.num_heads} must divide qk_features '
+                        f'{qk} and v_features {v}')
 
     def project(features, name):
       y = _conv(features, self.kernel_size, ('embed', 'heads'), name)(x_BxHxWxC)

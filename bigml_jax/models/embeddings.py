@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from bigml_jax.errors import ConfigError
+
 # Rows of a [vocab, embed] table have unit expected squared norm, whether the
 # table embeds tokens or, tied, scores them against the final hidden state.
 _embed_init = nn.initializers.variance_scaling(1.0, 'fan_in', 'normal',
@@ -88,8 +90,8 @@ class ComposedEmbed(nn.Module):
   @nn.compact
   def __call__(self, tokens_BxN: jnp.ndarray) -> jnp.ndarray:
     if self.weighting not in ('uniform', 'learned'):
-      raise ValueError(f'weighting {self.weighting!r} is unknown; use '
-                       "'uniform' or 'learned'")
+      raise ConfigError(f'weighting {self.weighting!r} is unknown; use '
+                        "'uniform' or 'learned'")
     v_BxNxD = Embed(self.vocab_size, self.features, name='embed')(tokens_BxN)
     a_BxN = (tokens_BxN != 0).astype(jnp.float32)
     if self.weighting == 'learned':
@@ -131,8 +133,8 @@ class PositionEmbed(nn.Module):
   def __call__(self, x_BxLxD: jnp.ndarray) -> jnp.ndarray:
     _, length, features = x_BxLxD.shape
     if length > self.max_len:
-      raise ValueError(f'sequence length {length} exceeds max_len '
-                       f'{self.max_len}; raise max_len in config.model')
+      raise ConfigError(f'sequence length {length} exceeds max_len '
+                        f'{self.max_len}; raise max_len in config.model')
     if self.kind == 'learned':
       table_LxD = self.param(
           'pos_embedding',
@@ -142,6 +144,6 @@ class PositionEmbed(nn.Module):
     elif self.kind == 'sinusoidal':
       table_LxD = jnp.asarray(sinusoidal_positions(self.max_len, features))
     else:
-      raise ValueError(f'position embedding {self.kind!r} is unknown; use '
-                       "'learned' or 'sinusoidal'")
+      raise ConfigError(f'position embedding {self.kind!r} is unknown; use '
+                        "'learned' or 'sinusoidal'")
     return x_BxLxD + table_LxD[None, :length].astype(x_BxLxD.dtype)

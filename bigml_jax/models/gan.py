@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from bigml_jax.errors import ConfigError
 from bigml_jax.models import layers
 
 
@@ -41,8 +42,8 @@ class DCGANGenerator(nn.Module):
     h, w, c = self.output_shape
     scale = 2 ** len(self.channels)
     if h % scale or w % scale:
-      raise ValueError(f'output_shape {tuple(self.output_shape)} must have H '
-                       f'and W divisible by 2**len(channels) = {scale}')
+      raise ConfigError(f'output_shape {tuple(self.output_shape)} must have H '
+                        f'and W divisible by 2**len(channels) = {scale}')
     # Output features unsharded: they are reshaped into a grid (see
     # layers.conv on why channels stay off the tensor axis).
     x = layers.dense(h // scale * (w // scale) * self.channels[0],

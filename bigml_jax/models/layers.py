@@ -13,14 +13,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from bigml_jax.errors import ConfigError
+
 _ACTIVATIONS = ('relu', 'gelu', 'silu', 'tanh', 'sigmoid', 'elu', 'leaky_relu')
 
 
 def activation(name: str):
   """Returns the `flax.linen` activation called `name`."""
   if name not in _ACTIVATIONS:
-    raise ValueError(f'activation {name!r} is unknown; use one of '
-                     f'{", ".join(_ACTIVATIONS)}')
+    raise ConfigError(f'activation {name!r} is unknown; use one of '
+                      f'{", ".join(_ACTIVATIONS)}')
   return getattr(nn, name)
 
 
@@ -173,8 +175,8 @@ class ConvTranspose(nn.Module):
   @nn.compact
   def __call__(self, x_BxHxWxC: jnp.ndarray) -> jnp.ndarray:
     if self.padding not in ('SAME', 'VALID'):
-      raise ValueError(f"ConvTranspose padding {self.padding!r}: use 'SAME' "
-                       "or 'VALID'")
+      raise ConfigError(f"ConvTranspose padding {self.padding!r}: use 'SAME' "
+                        "or 'VALID'")
     kernel = self.param(
         'kernel', self.kernel_init,
         (*self.kernel_size, x_BxHxWxC.shape[-1], self.features),

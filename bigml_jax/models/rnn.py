@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bigml_jax.errors import ConfigError
 from bigml_jax.models import layers
 from bigml_jax.models.embeddings import Embed
 
@@ -75,7 +76,7 @@ def make_cell(kind: str, features: int, name: str | None = None):
     return nn.OptimizedLSTMCell(features, **inits)
   if kind == 'gru':
     return nn.GRUCell(features, **inits)
-  raise ValueError(f"cell {kind!r} is unknown; use 'rnn', 'lstm' or 'gru'")
+  raise ConfigError(f"cell {kind!r} is unknown; use 'rnn', 'lstm' or 'gru'")
 
 
 def _masked_step(cell, state, inputs):

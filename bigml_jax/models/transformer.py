@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bigml_jax.errors import ConfigError
 from bigml_jax.models import layers
 from bigml_jax.models.attention import MultiHeadAttention, padding_mask
 from bigml_jax.models.embeddings import (Embed, PositionEmbed,
@@ -33,8 +34,8 @@ REMAT_POLICIES = {
 
 def check_remat(remat: str) -> None:
   if remat != 'none' and remat not in REMAT_POLICIES:
-    raise ValueError(f'remat {remat!r} is unknown; use one of none, '
-                     f'{", ".join(REMAT_POLICIES)}')
+    raise ConfigError(f'remat {remat!r} is unknown; use one of none, '
+                      f'{", ".join(REMAT_POLICIES)}')
 
 
 def layer_norm(dtype: Any, name: str | None = None) -> nn.LayerNorm:
@@ -212,8 +213,8 @@ class BertClassifier(nn.Module):
   def __call__(self, tokens_BxL: jnp.ndarray, *,
                train: bool = False) -> jnp.ndarray:
     if self.pooling not in POOLINGS:
-      raise ValueError(f'pooling {self.pooling!r} is unknown; use one of '
-                       f'{", ".join(POOLINGS)}')
+      raise ConfigError(f'pooling {self.pooling!r} is unknown; use one of '
+                        f'{", ".join(POOLINGS)}')
     dtype = jnp.dtype(self.dtype)
     valid_BxL = tokens_BxL != 0
     x_BxLxD = Embed(self.vocab_size, self.d_model, dtype, name='embed')(

@@ -3,6 +3,7 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
+from bigml_jax.errors import ConfigError
 from bigml_jax.models import layers
 from bigml_jax.models.embeddings import PositionEmbed
 from bigml_jax.models.transformer import TransformerStack, check_remat
@@ -49,8 +50,8 @@ class ViT(nn.Module):
   def __call__(self, images: jnp.ndarray, *,
                train: bool = False) -> jnp.ndarray:
     if self.pooling not in ('cls', 'mean'):
-      raise ValueError(f"pooling {self.pooling!r} is unknown; use 'cls' or "
-                       "'mean'")
+      raise ConfigError(f"pooling {self.pooling!r} is unknown; use 'cls' or "
+                        "'mean'")
     dtype = jnp.dtype(self.dtype)
     x_BxNxD = self._patches(images.astype(dtype), dtype)
     if self.pooling == 'cls':
@@ -76,8 +77,8 @@ class ViT(nn.Module):
     """[B, H, W, C] -> patch embeddings [B, N, d_model]."""
     p = self.patch_size
     if images.shape[1] < p or images.shape[2] < p:
-      raise ValueError(f'patch_size {p} is larger than the {images.shape[1]}x'
-                       f'{images.shape[2]} images; use a smaller patch_size')
+      raise ConfigError(f'patch_size {p} is larger than the {images.shape[1]}x'
+                        f'{images.shape[2]} images; use a smaller patch_size')
     x = nn.Conv(
         self.d_model, (p, p), strides=(p, p), padding='VALID', dtype=dtype,
         name='patch_embed',

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 
-from bigml_jax import build_model
+from bigml_jax import ConfigError, build_model
 from bigml_jax.models import rnn
 from bigml_jax.models.rnn import Recurrent, RNNCell, RNNClassifier
 from tests.models.test_transformer import assert_sharded_forward_matches
@@ -133,7 +133,8 @@ def test_build_model_and_unknown_cell():
                                    'cell': 'gru', 'hidden_dim': 8})
   model = build_model(cfg, num_classes=4)
   assert isinstance(model, RNNClassifier) and model.num_classes == 4
-  with pytest.raises(ValueError, match="cell 'elman' is unknown"):
+  # A ConfigError, which the CLI reports in one line (it is a ValueError).
+  with pytest.raises(ConfigError, match="cell 'elman' is unknown"):
     RNNClassifier(20, 3, cell='elman').init(jax.random.key(0), _tokens(1, 2))
 
 
