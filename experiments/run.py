@@ -86,6 +86,12 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
+    if 'Error whilst parsing config file' in str(e):
+      # ml_collections puts get_config()'s whole traceback in the message;
+      # its last line is the exception.
+      cause = str(e).strip().splitlines()[-1].strip()
+      _fail(f'config file {path} did not load: {cause}; fix the file, or '
+            'the argument after its `:`')
     _fail(f'{e}; see --helpfull for the flags')
   except AttributeError as e:
     # ml_collections: an override of a field the config does not have.

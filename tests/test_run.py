@@ -140,6 +140,17 @@ def test_missing_config_file(tmp_path):
                                  'not found; pass --config=experiments/configs/NAME.py')
 
 
+def test_config_argument_get_config_does_not_take(tmp_path):
+  """user mistake: `:ARG` after a config whose get_config() takes none
+  exit 1, one line with get_config()'s error, not its traceback"""
+  proc = run(f'--config={DEFAULT}:wide', f'--workdir={tmp_path}')
+  assert proc.returncode == 1
+  assert proc.stderr.strip() == (
+      f'error: config file {DEFAULT} did not load: TypeError: get_config() '
+      'takes 0 positional arguments but 1 was given; fix the file, or the '
+      'argument after its `:`')
+
+
 def test_config_file_without_get_config(tmp_path):
   """user mistake: a config file with no get_config()
   exit 1, one line saying what to define; nothing written"""
