@@ -136,9 +136,12 @@ def main(argv):
     _fail(e)
   tfds.disable_progress_bar()
   _use_compilation_cache()
+  # Resolved before the clock is read: the name's lazy import of the loop
+  # and the data layer is part of the start-up that the log reports.
+  train_and_evaluate = bigml_jax.train_and_evaluate
   call_time = time.time()
   try:
-    result = bigml_jax.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (bigml_jax.ConfigError, bigml_jax.NonFiniteError,
           bigml_jax.checkpoint.SaveError) as e:
     # Exit without interpreter teardown: after a failed save, TensorStore
