@@ -40,10 +40,13 @@ Code options:
 
 Experiment options:
   --config PATH            default: experiments/configs/default.py
-  --workdir DIR            checkpoints/logs. Use a gs:// bucket path for
-                           multi-host pods: every host must see the same
-                           directory. Default: \$HOME/bigml_runs/NAME on each
-                           worker (fine for a single host only).
+  --workdir DIR            checkpoints/logs. Multi-host pods need one
+                           directory every host sees: a bucket mounted on
+                           every worker (gcsfuse --implicit-dirs BUCKET
+                           /mnt/BUCKET) or an NFS/Filestore share; gs:// URLs
+                           are not supported yet. Default:
+                           \$HOME/bigml_runs/NAME on each worker (fine for a
+                           single host only).
   --override KEY=VALUE     passed as --config.KEY=VALUE; may be repeated
 
 Other:
@@ -58,10 +61,11 @@ Examples:
   # Single host v4-8, default config:
   $PROG --name my-tpu --zone us-central2-b
 
-  # 4-host v4-32 Spot pod, shared bucket workdir, two overrides:
+  # 4-host v4-32 Spot pod, a bucket mounted at /mnt/my-bucket on every
+  # worker as the shared workdir, two overrides:
   $PROG --name pod --zone us-central2-b --accelerator-type v4-32 --spot \\
-    --config experiments/configs/default.py --workdir gs://my-bucket/runs/exp1 \\
-    --override train.batch_size=1024 --override train.lr=3e-4
+    --config experiments/configs/default.py --workdir /mnt/my-bucket/runs/exp1 \\
+    --override batch_size=1024 --override optimizer.learning_rate=3e-4
 
   # Re-run on an existing VM with freshly committed code, no reinstall:
   $PROG --name my-tpu --zone us-central2-b --skip-create --skip-install
@@ -150,6 +154,9 @@ done
 
 [[ -n $NAME ]] || die "--name is required (see $PROG --help)"
 [[ -n $ZONE ]] || die "--zone is required (see $PROG --help)"
+if [[ $WORKDIR == *://* ]]; then
+  die "--workdir $WORKDIR: URL workdirs are not supported yet; mount the bucket on every worker (gcsfuse --implicit-dirs BUCKET /mnt/BUCKET) and pass --workdir /mnt/BUCKET/..."
+fi
 if [[ $DRY_RUN == 0 ]] && ! command -v gcloud >/dev/null 2>&1; then
   die "gcloud not found; install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install) and run 'gcloud auth login'"
 fi
@@ -227,8 +234,8 @@ else
   workdir_arg=$(shquote "--workdir=$WORKDIR")
 fi
 hosts_hint=${ACCEL##*-}
-if [[ $WORKDIR != gs://* && $hosts_hint =~ ^[0-9]+$ && $hosts_hint -gt 8 ]]; then
-  warn "$ACCEL is probably multi-host; a local --workdir is not shared between hosts, use a gs:// path"
+if [[ -z $WORKDIR && $hosts_hint =~ ^[0-9]+$ && $hosts_hint -gt 8 ]]; then
+  warn "$ACCEL is probably multi-host; the default --workdir is not shared between hosts: pass a directory every worker mounts (e.g. a bucket under gcsfuse)"
 fi
 cmd="cd $REMOTE_DIR && python3 -m experiments.run $(shquote "--config=$CONFIG") $workdir_arg"
 for o in "${OVERRIDES[@]}"; do cmd+=" $(shquote "$o")"; done

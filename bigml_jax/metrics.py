@@ -35,11 +35,36 @@ def _format(value: float) -> str:
   return f'{value:.4g}' if isinstance(value, float) else str(value)
 
 
+def _drop_rows_after(path: str, step: int) -> None:
+  """Keeps the rows of `path` up to `step`, the step a run resumes from.
+
+  A run killed after its last checkpoint logged steps it will log again;
+  a kill mid-write leaves a partial last line. Neither may stay.
+  """
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      row = json.loads(line)
+    except ValueError:
+      continue
+    if row.get('step', 0) <= step:
+      kept.append(line.rstrip('\n') + '\n')
+  if len(kept) < len(lines):
+    with open(path + '.tmp', 'w') as f:
+      f.writelines(kept)
+    os.replace(path + '.tmp', path)
+
+
 class MetricWriter:
   """Writes scalars for a (step, split) to every sink; `close()` flushes.
 
-  `metrics.jsonl` gets one object per call: {"step": s, "split": split, ...}.
-  TensorBoard tags are "split/name".
+  `metrics.jsonl` gets one object per call: {"step": s, "split": split, ...};
+  rows past `initial_step` (left by a run killed after its last checkpoint)
+  are dropped first. TensorBoard tags are "split/name".
   """
 
   def __init__(self, workdir: str, *, enabled: bool = True,
@@ -49,8 +74,12 @@ class MetricWriter:
     self._jsonl = self._tb = self._bar = None
     if not enabled:
       return
-    self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
-    self._tb = tensorboardX.SummaryWriter(workdir, flush_secs=10)
+    path = os.path.join(workdir, 'metrics.jsonl')
+    _drop_rows_after(path, initial_step)
+    self._jsonl = open(path, 'a')
+    # TensorBoard hides a killed run's events past the resumed step too.
+    self._tb = tensorboardX.SummaryWriter(workdir, flush_secs=10,
+                                          purge_step=initial_step + 1)
     if total_steps and sys.stderr.isatty():
       self._bar = tqdm.tqdm(total=total_steps, initial=initial_step,
                             unit='step', dynamic_ncols=True)

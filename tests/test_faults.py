@@ -97,6 +97,10 @@ def test_hard_kill_resumes_from_last_complete_checkpoint(
   proc.wait()
   _finish(tmp_path, data_dir)
   _assert_same_params(_params(tmp_path, 300), uninterrupted)
+  # Steps logged after the last checkpoint were dropped, then logged again.
+  rows = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
+  train = [r['step'] for r in rows if r['split'] == 'train']
+  assert train == sorted(set(train)) and train[-1] == 300
 
 
 def _truncate_latest(workdir):

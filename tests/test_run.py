@@ -118,6 +118,9 @@ def test_flagfile_sets_run_flags(tmp_path, data_dir):
      'error: batch_size 12 is not divisible by 8 data-parallel devices'),
     (('--config.optimizer.name=lamb',),
      "error: optimizer.name 'lamb' is unknown; use one of sgd, adam, adamw"),
+    (('--workdir=gs://my-bucket/runs/x',),
+     'error: workdir gs://my-bucket/runs/x: URL workdirs are not supported '
+     'yet; mount the bucket'),
     (('--config.dataset.name=synthetic',),
      'error: dataset synthetic needs dataset.shape, dataset.num_classes, '
      'dataset.num_train, dataset.num_eval; add them to the dataset section'),

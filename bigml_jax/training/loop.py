@@ -41,6 +41,13 @@ class NonFiniteError(FloatingPointError):
 
 
 def _make_workdir(workdir: str) -> str:
+  if '://' in str(workdir):
+    # Config, metrics and image files go through the local file API, which
+    # would make a local directory named after the URL.
+    raise ConfigError(
+        f'workdir {workdir}: URL workdirs are not supported yet; mount the '
+        'bucket on every host (gcsfuse --implicit-dirs BUCKET /mnt/BUCKET) '
+        'and pass --workdir=/mnt/BUCKET/...')
   workdir = os.path.abspath(os.path.expanduser(str(workdir)))
   try:
     os.makedirs(workdir, exist_ok=True)
