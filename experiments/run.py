@@ -107,7 +107,17 @@ def parse_flags(argv: list[str]) -> list[str]:
 def _quiet_libraries(record) -> bool:
   # Orbax logs every save at INFO; keep the console to our own lines and
   # to warnings from everyone.
-  return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+  if '/orbax/' not in record.pathname:
+    return True
+  if record.levelno < std_logging.WARNING:
+    return False
+  # A failed save (a full disk) ends the run with one line naming the cause
+  # and the intact checkpoints; Orbax's tracebacks of it, hundreds of lines
+  # from several threads, would bury that line. Its first lines stay.
+  lines = record.getMessage().splitlines()
+  record.msg, record.args = '\n'.join(lines[:2]), ()
+  record.exc_info = record.exc_text = record.stack_info = None
+  return True
 
 
 def _use_compilation_cache():

@@ -5,11 +5,11 @@ The default experiment: offline, CPU-friendly, ends by printing test accuracy.
   python -m experiments.run --config=experiments/configs/default.py \
       --workdir=/tmp/bigml/default
 
-Result: test accuracy 0.9889 (loss 0.0426) after 1,000 steps, 8.6 s wall
+Result: test accuracy 0.9889 (loss 0.0426) after 1,000 steps, 7.0 s wall
 from command start with a warm compilation cache (first train step at
-2.3 s), on a 2-core AMD EPYC CPU shared with other jobs (load 2.1), one
-CPU device, measured 2026-11-29. On 2026-11-28, on a quieter machine and
-before that day's CPU changes: 6.8 s warm, 10.6 s on a first run.
+3.4 s), 12.9 s on a fresh machine (no prepared dataset, no cache; first
+step at 8.3 s), on a 2-core AMD EPYC CPU shared with other jobs (load
+0.9-1.5), one CPU device, measured 2026-11-29 06:05-06:12 UTC.
 """
 
 import ml_collections

@@ -10,9 +10,10 @@ samples_STEP.png and TensorBoard.
       --workdir=/tmp/bigml/gan_ring
 
 Result: 8 of 8 modes covered, high_quality_share 0.798 after 1,500 steps
-(step 500: 2 modes, 0.113; step 1,000: 8 modes, 0.426), 16.2 s wall from
-command start (first train step at 5.0 s; ~24,000 examples/s), on a 2-core
-AMD EPYC CPU, one CPU device, measured 2026-11-28. D's accuracy ends near
+(step 500: 2 modes, 0.113; step 1,000: 8 modes, 0.426), 16.9 s wall from
+command start with a warm compilation cache (first train step at 6.9 s;
+~22,000 examples/s), on a 2-core AMD EPYC CPU shared with other jobs (load
+2.0), one CPU device, measured 2026-11-29. D's accuracy ends near
 0.55: it can barely tell samples from data. What makes it reliable: a 2-d
 latent (the generator only has to cut the noise plane into 8 sectors; with
 16-d noise, networks like these kept 2 to 6 modes after 3,000 steps) and,

@@ -3,10 +3,11 @@
   python -m experiments.run --config=experiments/configs/vit_digits.py \
       --workdir=/tmp/bigml/vit_digits
 
-Result: test accuracy 0.9667 (loss 0.162) after 1,500 steps, 47 s wall
-with a warm compilation cache (first train step at 4.0 s; ~2,400
-examples/s; 60 s on a first run) on a 2-core AMD EPYC CPU shared with
-other jobs (load ~1.7-1.9), one CPU device, measured 2026-11-29.
+Result: test accuracy 0.9667 (loss 0.162) after 1,500 steps, 61 s wall
+with a warm compilation cache (first train step at 7.4 s; ~1,850
+examples/s; 63 s on a first run) on a 2-core AMD EPYC CPU shared with
+other jobs (load 1.6-2.1), one CPU device, measured 2026-11-29. (Earlier
+the same day, at load 1.7-1.9: 47 s, ~2,400 examples/s.)
 """
 
 import ml_collections
