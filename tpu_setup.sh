@@ -41,10 +41,11 @@ Code options:
 Experiment options:
   --config PATH            default: experiments/configs/default.py
   --workdir DIR            checkpoints/logs. Multi-host pods need one
-                           directory every host sees: a bucket mounted on
-                           every worker (gcsfuse --implicit-dirs BUCKET
-                           /mnt/BUCKET) or an NFS/Filestore share; gs:// URLs
-                           are not supported yet. Default:
+                           directory every host sees: an NFS/Filestore
+                           share, or a bucket mounted on every worker with
+                           gcsfuse --implicit-dirs --rename-dir-limit=200000
+                           (Orbax renames each finished checkpoint);
+                           gs:// URLs are not supported yet. Default:
                            \$HOME/bigml_runs/NAME on each worker (fine for a
                            single host only).
   --override KEY=VALUE     passed as --config.KEY=VALUE; may be repeated
@@ -155,7 +156,7 @@ done
 [[ -n $NAME ]] || die "--name is required (see $PROG --help)"
 [[ -n $ZONE ]] || die "--zone is required (see $PROG --help)"
 if [[ $WORKDIR == *://* ]]; then
-  die "--workdir $WORKDIR: URL workdirs are not supported yet; mount the bucket on every worker (gcsfuse --implicit-dirs BUCKET /mnt/BUCKET) and pass --workdir /mnt/BUCKET/..."
+  die "--workdir $WORKDIR: URL workdirs are not supported yet; pass a directory every worker sees: an NFS share, or the bucket mounted on every worker (gcsfuse --implicit-dirs --rename-dir-limit=200000 BUCKET /mnt/BUCKET) and --workdir /mnt/BUCKET/..."
 fi
 if [[ $DRY_RUN == 0 ]] && ! command -v gcloud >/dev/null 2>&1; then
   die "gcloud not found; install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install) and run 'gcloud auth login'"

@@ -30,6 +30,7 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 
 from benchmarks import timing
 
@@ -193,11 +194,13 @@ def _variant(kind: str, size: dict, batch: int, attention: str, *,
     return measure(kind, size, batch, attention, windows=windows,
                    window_s=window_s)
   except Exception as e:  # pylint: disable=broad-except
-    # One variant out of memory must not cost the others their device time.
+    # One variant out of memory must not cost the others their device time;
+    # the whole traceback goes to the log, a line of it to the table.
+    traceback.print_exc()
     error = ' '.join(f'{type(e).__name__}: {e}'.split())[:200]
     return {'model': kind, 'device': jax.devices()[0].device_kind,
-            'batch': batch, 'length': size['max_len'], 'attention': attention,
-            'error': error}
+            'devices': len(jax.devices()), 'batch': batch,
+            'length': size['max_len'], 'attention': attention, 'error': error}
   finally:
     gc.collect()  # The last variant's state and step leave device memory.
 

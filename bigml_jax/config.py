@@ -23,7 +23,8 @@ REQUIRED_FIELDS = (
     'optimizer.weight_decay', 'optimizer.grad_clip_norm', 'mesh.data',
     'mesh.fsdp', 'mesh.tensor',
 )
-# Optional fields (defaults): parallelism 'jit' | 'pmap'; microbatches 1;
+# Optional fields (defaults; the shipped configs declare them all, which
+# `--config.KEY=VALUE` needs): parallelism 'jit' | 'pmap'; microbatches 1;
 # steps_per_dispatch 1 (K train steps per compiled call, for tiny steps);
 # compute_dtype None (= params' float32) | 'bfloat16'; nan_policy 'stop' |
 # 'skip'; logical_axis_rules (bigml_jax.parallel.mesh.DEFAULT_RULES).

@@ -53,10 +53,14 @@ def _drop_rows_after(path: str, step: int) -> None:
       continue
     if row.get('step', 0) <= step:
       kept.append(line.rstrip('\n') + '\n')
-  if len(kept) < len(lines):
+  if kept != lines:  # Also when only the last line's newline was lost.
     with open(path + '.tmp', 'w') as f:
       f.writelines(kept)
     os.replace(path + '.tmp', path)
+  if len(kept) < len(lines):
+    logging.info('dropped %d row(s) past step %d from %s (logged after the '
+                 'last checkpoint, or by an earlier run)',
+                 len(lines) - len(kept), step, path)
 
 
 class MetricWriter:

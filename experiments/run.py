@@ -99,6 +99,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     if 'get_config' in hint:
       _fail(f'config file {path} has no get_config(); define '
             'get_config() returning an ml_collections.ConfigDict')
+    if not any(a.startswith('--config.') for a in argv):
+      # No override: get_config() itself read a missing attribute.
+      _fail(f'config file {path} did not load: AttributeError: {hint}; fix '
+            'the file')
     _fail(f'config has no field {hint}; overrides must name existing fields')
   except (KeyError, TypeError, ValueError) as e:
     _fail(f'bad config override: {e}')
@@ -111,12 +115,14 @@ def _quiet_libraries(record) -> bool:
     return True
   if record.levelno < std_logging.WARNING:
     return False
-  # A failed save (a full disk) ends the run with one line naming the cause
-  # and the intact checkpoints; Orbax's tracebacks of it, hundreds of lines
-  # from several threads, would bury that line. Its first lines stay.
-  lines = record.getMessage().splitlines()
-  record.msg, record.args = '\n'.join(lines[:2]), ()
-  record.exc_info = record.exc_text = record.stack_info = None
+  if record.levelno >= std_logging.ERROR:
+    # A failed save (a full disk) ends the run with one line naming the
+    # cause and the intact checkpoints; Orbax's tracebacks of it, hundreds
+    # of lines from several threads, would bury that line. Their first
+    # lines stay.
+    lines = record.getMessage().splitlines()
+    record.msg, record.args = '\n'.join(lines[:2]), ()
+    record.exc_info = record.exc_text = record.stack_info = None
   return True
 
 

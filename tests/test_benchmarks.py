@@ -109,7 +109,7 @@ def test_gpu_suite_command_runs_without_data_or_config_packages(tmp_path):
 
 def test_gpu_suite_reports_a_failed_variant_and_goes_on():
   row = gpu._variant('gpt', gpu.SMOKE, 4, 'flash', windows=1, window_s=0.01)  # pylint: disable=protected-access
-  assert row['error'].startswith('ValueError: attention implementation '
+  assert row['error'].startswith('ConfigError: attention implementation '
                                  "'flash' is")
   line = gpu.table([row]).splitlines()[-1]
   assert line.startswith('| gpt | ') and '| 4 x 64 | flash | failed: ' in line

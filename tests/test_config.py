@@ -62,7 +62,6 @@ def test_saved_config_round_trips(tiny_config, tmp_path):
   assert list(loaded.model.features) == [32]
 
 
-
 def _readme_overrides():
   """The `--config.KEY=VALUE` column of the README's table of run options."""
   readme = open(os.path.join(ROOT, 'README.md')).read()

@@ -90,17 +90,21 @@ def test_hard_kill_resumes_from_last_complete_checkpoint(
     tmp_path, data_dir, uninterrupted, seed):
   """SIGKILL at a random moment, saves every 20 steps (kills land mid-save)
   rerun resumes from the last complete checkpoint; final params bit-identical"""
-  proc = _start(tmp_path, data_dir)
+  # Logs every 5 steps, saves every 20: a kill leaves rows past the last
+  # checkpoint, which the resumed run must drop before logging them again.
+  proc = _start(tmp_path, data_dir, '--config.log_every=5')
   _wait_for_training(tmp_path, proc)
   time.sleep(random.Random(seed).uniform(0.0, 1.5))
   proc.kill()
   proc.wait()
-  _finish(tmp_path, data_dir)
+  proc = _start(tmp_path, data_dir, '--config.log_every=5')
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
   _assert_same_params(_params(tmp_path, 300), uninterrupted)
-  # Steps logged after the last checkpoint were dropped, then logged again.
   rows = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
   train = [r['step'] for r in rows if r['split'] == 'train']
-  assert train == sorted(set(train)) and train[-1] == 300
+  assert train[0] == 1 and train[-1] == 300  # The killed run's rows stay,
+  assert train == sorted(set(train))  # but none past its checkpoint.
 
 
 def _truncate_latest(workdir):

@@ -24,3 +24,13 @@ def test_a_fresh_run_keeps_nothing_of_a_run_killed_before_its_first_save(
   (tmp_path / 'metrics.jsonl').write_text('{"step": 1, "split": "train"}\n')
   MetricWriter(str(tmp_path)).close()
   assert (tmp_path / 'metrics.jsonl').read_text() == ''
+
+
+def test_a_row_that_lost_its_newline_is_not_joined_to_the_next(tmp_path):
+  path = tmp_path / 'metrics.jsonl'
+  path.write_text('{"step": 1, "split": "train"}\n{"step": 2, "split": "train"}')
+  writer = MetricWriter(str(tmp_path), initial_step=2)
+  writer.write(3, 'train', {'loss': 1.0})
+  writer.close()
+  assert [json.loads(l)['step'] for l in path.read_text().splitlines()] == [
+      1, 2, 3]

@@ -120,7 +120,7 @@ def test_flagfile_sets_run_flags(tmp_path, data_dir):
      "error: optimizer.name 'lamb' is unknown; use one of sgd, adam, adamw"),
     (('--workdir=gs://my-bucket/runs/x',),
      'error: workdir gs://my-bucket/runs/x: URL workdirs are not supported '
-     'yet; mount the bucket'),
+     'yet; pass a directory every host sees'),
     (('--config.dataset.name=synthetic',),
      'error: dataset synthetic needs dataset.shape, dataset.num_classes, '
      'dataset.num_train, dataset.num_eval; add them to the dataset section'),
@@ -152,6 +152,19 @@ def test_config_argument_get_config_does_not_take(tmp_path):
       f'error: config file {DEFAULT} did not load: TypeError: get_config() '
       'takes 0 positional arguments but 1 was given; fix the file, or the '
       'argument after its `:`')
+
+
+def test_config_file_that_reads_a_missing_field(tmp_path):
+  """user mistake: get_config() reads a field its ConfigDict lacks
+  exit 1, one line blaming the file, not an override"""
+  config = tmp_path / 'typo.py'
+  config.write_text('import ml_collections\ndef get_config():\n'
+                    '  return ml_collections.ConfigDict().modle\n')
+  proc = run(f'--config={config}', f'--workdir={tmp_path / "w"}')
+  assert proc.returncode == 1
+  assert proc.stderr.strip() == (
+      f'error: config file {config} did not load: AttributeError: modle; fix '
+      'the file')
 
 
 def test_config_file_without_get_config(tmp_path):

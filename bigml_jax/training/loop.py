@@ -45,9 +45,10 @@ def _make_workdir(workdir: str) -> str:
     # Config, metrics and image files go through the local file API, which
     # would make a local directory named after the URL.
     raise ConfigError(
-        f'workdir {workdir}: URL workdirs are not supported yet; mount the '
-        'bucket on every host (gcsfuse --implicit-dirs BUCKET /mnt/BUCKET) '
-        'and pass --workdir=/mnt/BUCKET/...')
+        f'workdir {workdir}: URL workdirs are not supported yet; pass a '
+        'directory every host sees: an NFS share, or the bucket mounted on '
+        'every host (gcsfuse --implicit-dirs --rename-dir-limit=200000 '
+        'BUCKET /mnt/BUCKET) and --workdir=/mnt/BUCKET/...')
   workdir = os.path.abspath(os.path.expanduser(str(workdir)))
   try:
     os.makedirs(workdir, exist_ok=True)

@@ -17,8 +17,9 @@ Result: fid 7.13 and confidence 0.871 after 4,000 steps (step 1,000: 53.7,
 0.727; 2,000: 12.8, 0.836; 3,000: 8.0, 0.862), 39 s wall from command start
 with a warm compilation cache (first train step at 3.8 s; ~7,700
 examples/s) and 35 s on a first run (first step at 6.8 s; ~9,800
-examples/s), on a 2-core AMD EPYC CPU shared with other jobs (load
-2.2-2.3), one CPU device, measured 2026-11-29. For scale,
+examples/s: the machine's load, not the cache, decides the steady rate),
+on a 2-core AMD EPYC CPU shared with other jobs (load 2.2-2.3), one CPU
+device, measured 2026-11-29. For scale,
 in the same features 360 real train digits score fid 5.5 against the test
 digits, uniform noise 86.9; the CNN's confidence
 on real test digits is 0.989. Without the R1 penalty (r1_gamma=0) D wins

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 
+from bigml_jax import ConfigError
 from bigml_jax.models import attention
 from bigml_jax.models.attention import MultiHeadAttention
 
@@ -142,8 +143,8 @@ def test_logical_axis_names():
 
 
 def test_bad_configuration_errors():
-  with pytest.raises(ValueError, match='not divisible by num_heads 3'):
+  with pytest.raises(ConfigError, match='not divisible by num_heads 3'):
     MultiHeadAttention(num_heads=3).init(jax.random.key(0), _inputs())
-  with pytest.raises(ValueError, match="implementation 'flash' is unknown"):
+  with pytest.raises(ConfigError, match="implementation 'flash' is unknown"):
     MultiHeadAttention(num_heads=2, implementation='flash').init(
         jax.random.key(0), _inputs())

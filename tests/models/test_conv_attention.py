@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 
-from bigml_jax import build_model
+from bigml_jax import ConfigError, build_model
 from bigml_jax.models.conv_attention import ConvAttention, ConvAttentionCNN
 
 
@@ -126,5 +126,5 @@ def test_build_model():
 
 
 def test_heads_must_divide_features():
-  with pytest.raises(ValueError, match='num_heads 3 must divide'):
+  with pytest.raises(ConfigError, match='num_heads 3 must divide'):
     ConvAttention(num_heads=3).init(jax.random.key(0), np.ones((1, 2, 2, 4)))

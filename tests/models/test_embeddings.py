@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 
+from bigml_jax import ConfigError
 from bigml_jax.models import embeddings
 from bigml_jax.models.embeddings import ComposedEmbed, Embed, PositionEmbed
 
@@ -130,8 +131,8 @@ def test_position_embed_adds_table(kind):
 
 
 def test_position_embed_errors():
-  with pytest.raises(ValueError, match='sequence length 9 exceeds max_len 8'):
+  with pytest.raises(ConfigError, match='sequence length 9 exceeds max_len 8'):
     PositionEmbed(max_len=8).init(jax.random.key(0), np.zeros((1, 9, 4)))
-  with pytest.raises(ValueError, match="position embedding 'rope' is unknown"):
+  with pytest.raises(ConfigError, match="position embedding 'rope' is unknown"):
     PositionEmbed(max_len=8, kind='rope').init(jax.random.key(0),
                                                np.zeros((1, 2, 4)))

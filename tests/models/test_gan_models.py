@@ -8,7 +8,7 @@ import ml_collections
 import pytest
 from absl.testing import parameterized
 
-from bigml_jax import build_model
+from bigml_jax import ConfigError, build_model
 from bigml_jax.models.gan import (DCGANDiscriminator, DCGANGenerator,
                                   MLPDiscriminator, MLPGenerator)
 
@@ -44,7 +44,7 @@ def test_dcgan_generator_images_are_in_unit_interval():
 
 def test_dcgan_generator_rejects_indivisible_shape():
   model = DCGANGenerator(output_shape=(6, 8, 1), channels=(8, 4))
-  with pytest.raises(ValueError, match='divisible by 2\\*\\*len'):
+  with pytest.raises(ConfigError, match='divisible by 2\\*\\*len'):
     model.init(jax.random.key(0), jnp.zeros((1, model.latent_dim)))
 
 

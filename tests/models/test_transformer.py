@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 
-from bigml_jax import build_model
+from bigml_jax import ConfigError, build_model
 from bigml_jax.models.transformer import BertClassifier, GPTLM
 from bigml_jax.parallel import mesh as mesh_lib
 
@@ -199,7 +199,7 @@ def test_remat_policies_recompute_what_they_do_not_keep():
 
 
 def test_unknown_remat_policy_fails_at_construction():
-  with pytest.raises(ValueError, match=r"remat 'some' is unknown; use one of "
+  with pytest.raises(ConfigError, match=r"remat 'some' is unknown; use one of "
                      r'none, full, dots, dots_no_batch'):
     GPTLM(vocab_size=8, remat='some')
 
@@ -254,5 +254,5 @@ def test_build_model_from_config():
 
 def test_sequence_longer_than_max_len_fails_with_the_fix():
   model = GPTLM(vocab_size=20, **TINY)
-  with pytest.raises(ValueError, match='exceeds max_len 12; raise max_len'):
+  with pytest.raises(ConfigError, match='exceeds max_len 12; raise max_len'):
     model.init(jax.random.key(0), _tokens(1, 13))

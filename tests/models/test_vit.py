@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 
-from bigml_jax import build_model
+from bigml_jax import ConfigError, build_model
 from bigml_jax.models.vit import ViT
 from tests.models.test_transformer import assert_sharded_forward_matches
 
@@ -95,7 +95,7 @@ def test_build_model_and_errors():
   cfg = ml_collections.ConfigDict({'name': 'vit', 'patch_size': 2, **TINY})
   model = build_model(cfg, num_classes=10)
   assert isinstance(model, ViT) and model.num_classes == 10
-  with pytest.raises(ValueError, match='patch_size 16 is larger than the 8x8'):
+  with pytest.raises(ConfigError, match='patch_size 16 is larger than the 8x8'):
     ViT(num_classes=10, patch_size=16).init(jax.random.key(0), _images())
-  with pytest.raises(ValueError, match="pooling 'max' is unknown"):
+  with pytest.raises(ConfigError, match="pooling 'max' is unknown"):
     ViT(num_classes=10, pooling='max').init(jax.random.key(0), _images())
