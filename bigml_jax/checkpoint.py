@@ -20,7 +20,7 @@ from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
-from bigml_jax.config import ConfigError
+from bigml_jax.errors import ConfigError
 
 
 class SaveError(OSError):
@@ -123,10 +123,18 @@ def _path_str(path) -> str:
   return '/'.join(parts)
 
 
+def _stored_shape(x) -> tuple[int, ...]:
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    # A typed key (jax.random.key) is stored as its key data: (2,) more.
+    return tuple(jax.eval_shape(jax.random.key_data, x).shape)
+  return tuple(x.shape)
+
+
 def _shapes(tree) -> dict[str, tuple[int, ...]]:
   leaves = jax.tree_util.tree_flatten_with_path(
       tree, is_leaf=lambda x: hasattr(x, 'shape'))[0]
-  return {_path_str(p): tuple(x.shape) for p, x in leaves if hasattr(x, 'shape')}
+  return {_path_str(p): _stored_shape(x) for p, x in leaves
+          if hasattr(x, 'shape')}
 
 
 def check_fits(manager: ocp.CheckpointManager, step: int, target: Any) -> None:
