@@ -324,7 +324,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       last_log = (log_step, now)
       train = task.summarize(values)
       train['grad_norm'] = values['grad_norm_sum'] / max(values['steps'], 1.0)
-      result['train_loss'] = train['loss']
+      result['train_loss'] = float(train['loss'])
       train.update(perf.throughput(rate, config.batch_size, mesh.devices.size,
                                    flops, peak))
       if getattr(task, 'counts', None) == 'tokens':
@@ -377,7 +377,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     ckpt.close(manager)
     writer.close()
     result['step'] = int(unreplicate(state).step)
-    result.update({f'eval_{k}': v for k, v in final.items()})
+    result.update({f'eval_{k}': float(v) for k, v in final.items()})
     if rates:
       result['examples_per_sec'] = float(np.median(rates))
     return result

@@ -84,7 +84,12 @@ def test_restore_onto_a_different_mesh(tiny_config, tmp_path):
 
 
 def test_workdir_outputs(tiny_config, tmp_path):
-  train_and_evaluate(tiny_config(total_steps=20, log_every=5), tmp_path)
+  result = train_and_evaluate(tiny_config(total_steps=20, log_every=5),
+                              tmp_path)
+  # Plain Python numbers, as its annotation says: a caller can json.dump it.
+  assert all(type(v) in (int, float) for v in result.values()), result
+  assert json.loads(json.dumps(result))['eval_accuracy'] == result[
+      'eval_accuracy']
   names = os.listdir(tmp_path)
   assert 'config.json' in names
   assert any(n.startswith('events.out.tfevents') for n in names)
