@@ -8,15 +8,13 @@ import dataclasses
 import time
 from typing import Any
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bigml_jax.parallel import mesh as mesh_lib
 from bigml_jax.training import perf
 from bigml_jax.training import step as step_lib
-from bigml_jax.training.state import TrainState
+from bigml_jax.training import state as state_lib
 
 from benchmarks import timing
 
@@ -27,36 +25,25 @@ MESH_1 = {'data': 1, 'fsdp': 1, 'tensor': 1}
 class Bench:
   """A compiled-ready step with its first state and a device batch."""
   step: Any          # jitted train_step(state, batch) -> (state, metrics)
-  state: TrainState
+  state: state_lib.TrainState
   batch: dict
   num_params: int
 
 
 def build(task, tx, batch: dict, *, train_step=None, mesh=None,
           seed: int = 0) -> Bench:
-  """The loop's recipe: abstract init -> logical shardings -> jitted init ->
-  `make_train_step` (or the task's own) -> `jit_train_step`."""
+  """The loop's recipe: `state.sharded_init` -> `make_train_step` (or the
+  task's own) -> `jit_train_step`."""
   mesh = mesh or mesh_lib.make_mesh(MESH_1, jax.devices()[:1])
-  example = jax.tree.map(lambda x: x[:1], batch)
-
-  def init_state(rng):
-    param_rng, step_rng = jax.random.split(rng)
-    params = task.init(param_rng, example)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(params), rng=step_rng)
-
-  rng = jax.random.PRNGKey(seed)
-  abstract = jax.eval_shape(init_state, rng)
-  shardings = mesh_lib.logical_shardings(abstract, mesh)
-  state = jax.jit(lambda r: nn.unbox(init_state(r)),
-                  out_shardings=shardings)(rng)
+  init, abstract, shardings = state_lib.sharded_init(task, tx, batch, mesh)
+  state = init(jax.random.PRNGKey(seed))
   if train_step is None:
     train_step = (task.make_train_step(tx) if hasattr(task, 'make_train_step')
                   else step_lib.make_train_step(task, tx))
   step = step_lib.jit_train_step(train_step, shardings, mesh)
   device_batch = jax.device_put(batch, mesh_lib.batch_sharding(mesh))
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(
-      nn.unbox(abstract).params))
+      abstract.params))
   return Bench(step, state, device_batch, num_params)
 
 

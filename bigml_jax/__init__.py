@@ -5,7 +5,10 @@ The public surface, each piece usable alone:
   build_model, MODELS    Flax Linen modules by name (bigml_jax.models)
   make_optimizer         optax transformation from config.optimizer
   TrainState             the explicit train-state pytree
+  ClassificationTask     a model with its loss and metrics, for the steps
+  sharded_init           a TrainState made directly in its shards on a mesh
   make_train_step, make_eval_step   pure steps to jit over a mesh
+  jit_train_step         a train step compiled for the state's shardings
   make_mesh              ('data', 'fsdp', 'tensor') mesh from config.mesh
   ConfigError            raised for mistakes a user can fix
   Preempted, NonFiniteError   how a run that must stop early ends
@@ -26,10 +29,12 @@ _EXPORTS = {
     'Preempted': 'bigml_jax.training.loop',
     'TrainState': 'bigml_jax.training.state',
     'build_model': 'bigml_jax.models',
+    'jit_train_step': 'bigml_jax.training.step',
     'make_eval_step': 'bigml_jax.training.step',
     'make_mesh': 'bigml_jax.parallel.mesh',
     'make_optimizer': 'bigml_jax.optim',
     'make_train_step': 'bigml_jax.training.step',
+    'sharded_init': 'bigml_jax.training.state',
     'train_and_evaluate': 'bigml_jax.training.loop',
     'validate_config': 'bigml_jax.config',
 }

@@ -103,6 +103,19 @@ def test_flagfile_sets_run_flags(tmp_path, data_dir):
   assert json.load(open(tmp_path / 'w' / 'config.json'))['total_steps'] == 2
 
 
+@pytest.mark.parametrize('parallelism', ['jit', 'pmap'])
+def test_many_steps_between_logs_on_eight_host_devices(tmp_path, data_dir,
+                                                       parallelism):
+  # XLA:CPU deadlocked (a collective's rendezvous never filled, then an
+  # abort) with ~100 steps over 8 host devices in flight.
+  proc = run(f'--config={DEFAULT}', f'--workdir={tmp_path}',
+             '--config.total_steps=160', '--config.log_every=160',
+             '--config.eval_every=160', '--config.checkpoint_every=160',
+             f'--config.parallelism={parallelism}', data_dir=data_dir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip().splitlines()[-1].startswith('step 160: test loss')
+
+
 @pytest.mark.parametrize('args,message', [
     (('--config.optimizer.learning_rte=0.1',),
      'error: config has no field \'learning_rte\' Did you mean "learning_rate"'),

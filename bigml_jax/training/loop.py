@@ -13,9 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from absl import logging
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -29,7 +27,7 @@ from bigml_jax.parallel import multihost
 from bigml_jax.tasks import build_task
 from bigml_jax.training import perf
 from bigml_jax.training import step as step_lib
-from bigml_jax.training.state import TrainState
+from bigml_jax.training import state as state_lib
 
 
 class Preempted(Exception):
@@ -169,27 +167,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   tx, schedule = (task.make_optimizer(config) if hasattr(task, 'make_optimizer')
                   else make_optimizer(config.optimizer, config.total_steps))
 
-  # Sharded state: shapes first, then shardings from the logical names, then
-  # init compiled to write each parameter straight into its shards.
   example = jax.tree.map(lambda x: x[None], preprocess(sources.train[0]))
-
-  def init_state(rng):
-    param_rng, step_rng = jax.random.split(rng)
-    params = task.init(param_rng, example)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(params), rng=step_rng)
-
+  init_fn, abstract, shardings = state_lib.sharded_init(task, tx, example,
+                                                        mesh, rules)
   rng = jax.random.PRNGKey(config.seed)
-  abstract = jax.eval_shape(init_state, rng)
-  shardings = mesh_lib.logical_shardings(abstract, mesh, rules)
-  init_fn = jax.jit(lambda r: nn.unbox(init_state(r)), out_shardings=shardings)
 
   # Load checkpoint, or init
   manager = ckpt.make_manager(os.path.join(workdir, 'checkpoints'),
                               config.max_to_keep)
   writer = None
   try:
-    target = ckpt.abstract_with_shardings(nn.unbox(abstract), shardings)
+    target = ckpt.abstract_with_shardings(abstract, shardings)
     restored = ckpt.restore_latest(manager, target)
     if restored is None:
       state = init_fn(rng)
@@ -333,6 +321,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       writer.write(log_step, 'train', dict(
           train, learning_rate=float(schedule(log_step - 1))))
 
+    # XLA:CPU over several host devices deadlocks in a collective when
+    # ~100 steps are in flight (jax 0.10.2: a rendezvous that never fills,
+    # then an abort). Waiting every few calls bounds the queue; one device,
+    # GPUs and TPUs never wait.
+    drain_every = (8 if jax.default_backend() == 'cpu' and
+                   len(mesh.local_devices) > 1 else 0)
     with _StopSignal() as stop:
       # `step` is the last step of each call (per_call steps a call).
       for step in range(start_step + per_call, config.total_steps + 1,
@@ -340,6 +334,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         batch = (first_batch if step == start_step + per_call else
                  to_device(read()))
         state, sums = train_step(state, sums, batch)
+        if drain_every and (step // per_call) % drain_every == 0:
+          jax.block_until_ready(sums)
         if pending is not None:
           flush(pending)
           pending = None

@@ -42,6 +42,15 @@ def _split_microbatches(batch, k: int):
   return jax.tree.map(split, batch)
 
 
+def _check_task(task: Any) -> None:
+  # A Flax module has no loss; its own error would be about setup().
+  if not hasattr(task, 'loss_and_metrics'):
+    raise TypeError(
+        f'steps take a task (a model with its loss and metrics), not a '
+        f'{type(task).__name__}; wrap a module as '
+        "bigml_jax.ClassificationTask(model, input_key='image')")
+
+
 def make_grad_fn(task: Any, *, microbatches: int = 1, compute_dtype=None):
   """Returns grad_fn(params, batch, rng) -> (grads, metric sums).
 
@@ -49,6 +58,7 @@ def make_grad_fn(task: Any, *, microbatches: int = 1, compute_dtype=None):
   (each a mean over its examples), which equals the gradient over the whole
   batch; metric sums add up exactly.
   """
+  _check_task(task)
 
   def loss_fn(params, batch, rng):
     if compute_dtype is not None:
@@ -120,6 +130,7 @@ def make_train_step(task: Any, tx: optax.GradientTransformation, *,
 
 def make_eval_step(task: Any, *, compute_dtype=None):
   """Returns eval_step(params, batch) -> metric sums, not yet compiled."""
+  _check_task(task)
 
   def eval_step(params, batch) -> Metrics:
     if compute_dtype is not None:

@@ -17,7 +17,7 @@ from bigml_jax.optim import make_optimizer
 from bigml_jax.parallel import mesh as mesh_lib
 from bigml_jax.tasks import ClassificationTask
 from bigml_jax.training import step as step_lib
-from bigml_jax.training.state import TrainState
+from bigml_jax.training.state import TrainState, sharded_init
 
 
 def _losses(workdir):
@@ -70,15 +70,12 @@ def test_fsdp_shards_params_and_optimizer_state_eight_ways():
       {'data': 1, 'fsdp': 8, 'tensor': 1}))
   task = ClassificationTask(MLP(features=(256, 256), num_classes=16))
   tx = optax.adamw(1e-3)
-  x = {'image': jnp.ones((1, 64))}
-
-  def init(rng):
-    params = task.init(rng, x)
-    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), rng)
-
-  rng = jax.random.PRNGKey(0)
-  shardings = mesh_lib.logical_shardings(jax.eval_shape(init, rng), mesh)
-  state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)(rng)
+  x = {'image': jnp.ones((4, 64))}
+  init, abstract, shardings = sharded_init(task, tx, x, mesh)
+  state = init(jax.random.PRNGKey(0))
+  assert jax.tree.map(lambda a, s: (a.shape, a.sharding), state,
+                      shardings) == jax.tree.map(lambda a, s: (a.shape, s),
+                                                 abstract, shardings)
   for tree in (state.params, state.opt_state):
     total = sum(x.nbytes for x in jax.tree.leaves(tree))
     per_device = sum(x.addressable_shards[0].data.nbytes

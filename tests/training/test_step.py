@@ -1,18 +1,18 @@
 """The loop's running metric sums, added inside the compiled step."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import pytest
 
 from bigml_jax.models.mlp import MLP
 from bigml_jax.parallel import mesh as mesh_lib
 from bigml_jax.tasks import ClassificationTask
 from bigml_jax.tasks.base import NO_STEP
 from bigml_jax.training import step as step_lib
-from bigml_jax.training.state import TrainState
+from bigml_jax.training.state import sharded_init
 
 
 def test_no_metrics_is_the_identity_of_add_metrics():
@@ -38,13 +38,8 @@ def test_summing_step_sums_what_the_plain_step_returns():
   batches = [{'image': jax.random.normal(jax.random.key(i), (16, 64)),
               'label': jnp.arange(16) % 10} for i in range(3)]
 
-  def init(rng):
-    params = task.init(rng, batches[0])
-    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), rng)
-
+  make_state, _, shardings = sharded_init(task, tx, batches[0], mesh)
   rng = jax.random.PRNGKey(0)
-  shardings = mesh_lib.logical_shardings(jax.eval_shape(init, rng), mesh)
-  make_state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)
   step_fn = step_lib.make_train_step(task, tx)
   plain = step_lib.jit_train_step(step_fn, shardings, mesh)
   summing = step_lib.jit_summing_step(step_fn, shardings, mesh)
@@ -82,13 +77,9 @@ def test_summing_steps_equal_that_many_single_steps():
   stacked = {'image': rng.standard_normal((4, 16, 64), np.float32),
              'label': rng.integers(0, 10, (4, 16)).astype(np.int32)}
 
-  def init(key):
-    params = task.init(key, jax.tree.map(lambda x: x[0], stacked))
-    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), key)
-
+  make_state, _, shardings = sharded_init(
+      task, tx, jax.tree.map(lambda x: x[0], stacked), mesh)
   key = jax.random.PRNGKey(0)
-  shardings = mesh_lib.logical_shardings(jax.eval_shape(init, key), mesh)
-  make_state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)
   step_fn = step_lib.make_train_step(task, tx)
   zero = lambda: step_lib.no_metrics(jax.eval_shape(
       step_fn, make_state(key), jax.tree.map(lambda x: x[0], stacked))[1])
@@ -105,3 +96,9 @@ def test_summing_steps_equal_that_many_single_steps():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
                                                        atol=1e-6),
                state.params, want_state.params)
+
+
+def test_steps_refuse_a_bare_module_with_the_fix():
+  with pytest.raises(TypeError, match=r'not a MLP; wrap a module as '
+                     r"bigml_jax.ClassificationTask\(model, input_key='image'\)"):
+    step_lib.make_train_step(MLP(features=(8,), num_classes=2), optax.sgd(0.1))
