@@ -47,8 +47,12 @@ def make_manager(directory: str, max_to_keep: int) -> ocp.CheckpointManager:
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any,
-         data_state: dict[str, Any], metadata: dict[str, Any]) -> bool:
+         data_state: dict[str, Any] | None = None,
+         metadata: dict[str, Any] | None = None) -> bool:
   """Starts an async save of step `step`; returns whether one was started.
+
+  `data_state` (the input iterator's position) and `metadata` are JSON
+  dicts restored alongside the state; both default to {}.
 
   Every process must call this (saving is collective); the arrays are copied
   off device before it returns, so the caller may donate `state` right after.
@@ -57,8 +61,8 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any,
   try:
     return manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave(data_state),
-        metadata=ocp.args.JsonSave(metadata)), force=True)
+        data=ocp.args.JsonSave(data_state or {}),
+        metadata=ocp.args.JsonSave(metadata or {})), force=True)
   except Exception as e:  # pylint: disable=broad-except
     raise SaveError(_save_failed(manager, e)) from e
 

@@ -35,7 +35,7 @@ def test_restore_latest_round_trips_either_kind_of_rng(tmp_path, make_key):
 
 def test_a_checkpoint_that_does_not_fit_names_the_parameter(tmp_path):
   manager = ckpt.make_manager(str(tmp_path), max_to_keep=2)
-  ckpt.save(manager, 1, _state(jax.random.key(1)), {}, {})
+  ckpt.save(manager, 1, _state(jax.random.key(1)))  # No data state: {}.
   ckpt.close(manager)
   manager = ckpt.make_manager(str(tmp_path), max_to_keep=2)
   target = jax.eval_shape(lambda: dict(_state(jax.random.key(0)),
