@@ -104,7 +104,12 @@ def parse_flags(argv: list[str]) -> list[str]:
       _fail(f'config file {path} did not load: AttributeError: {hint}; fix '
             'the file')
     _fail(f'config has no field {hint}; overrides must name existing fields')
-  except (KeyError, TypeError, ValueError) as e:
+  except KeyError as e:
+    # ml_collections: an override below a field the config does not have
+    # (`--config.modle.x=1`); str() of a KeyError is its message's repr.
+    _fail(f'config has no field {e.args[0] if e.args else e}; overrides must '
+          'name existing fields')
+  except (TypeError, ValueError) as e:
     _fail(f'bad config override: {e}')
 
 

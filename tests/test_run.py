@@ -119,6 +119,9 @@ def test_many_steps_between_logs_on_eight_host_devices(tmp_path, data_dir,
 @pytest.mark.parametrize('args,message', [
     (('--config.optimizer.learning_rte=0.1',),
      'error: config has no field \'learning_rte\' Did you mean "learning_rate"'),
+    (('--config.modle.channels=(8,)',),
+     'error: config has no field \'modle\' Did you mean "model" instead of '
+     '"modle"?; overrides must name existing fields'),
     (('--config.batch_size=abc',),
      "error: flag --config.batch_size=abc: invalid literal for int()"),
     (('--config.model.name=resnet',),
