@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from bigml_jax import ConfigError
 from bigml_jax.optim import make_optimizer, make_schedule
 
 
@@ -49,3 +50,17 @@ def test_sgd_step_is_lr_times_grad_with_clipping():
   tx, _ = make_optimizer(_opt(learning_rate=0.1, grad_clip_norm=1.0), 10)
   updates, _ = tx.update(grads, tx.init(params), params)
   np.testing.assert_allclose(updates['w'], [-0.06, -0.08], rtol=1e-6)
+
+
+def test_any_mapping_with_defaults_and_misspelt_fields_named():
+  tx, schedule = make_optimizer({'name': 'adam', 'learning_rate': 1e-3},
+                                total_steps=10)
+  assert float(schedule(5)) == pytest.approx(1e-3)  # 'constant', no warmup.
+  params = {'w': jnp.ones((2, 2))}
+  updates, _ = tx.update({'w': jnp.ones((2, 2))}, tx.init(params), params)
+  np.testing.assert_allclose(updates['w'], -1e-3 * np.ones((2, 2)), rtol=1e-4)
+  with pytest.raises(ConfigError, match=r'optimizer has no field\(s\) '
+                     'learnin_rate; its fields are name, learning_rate'):
+    make_optimizer(_opt(learnin_rate=0.1), total_steps=10)
+  with pytest.raises(ConfigError, match='optimizer needs learning_rate'):
+    make_optimizer({'name': 'sgd'}, total_steps=10)

@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # Annotations only: GPU images lack ml_collections.
 
 from bigml_jax.errors import ConfigError
 from bigml_jax.models import build_model
-from bigml_jax.optim import make_optimizer
+from bigml_jax.optim import OPTIONAL_FIELDS, make_optimizer
 from bigml_jax.tasks.base import NO_STEP
 
 Batch = dict[str, jax.Array]
@@ -59,8 +59,6 @@ Metrics = dict[str, jax.Array]
 LOSSES = ('non_saturating', 'hinge')
 QUALITY = ('none', 'ring', 'classifier')
 NETWORKS = ('generator', 'discriminator')
-# Optional optimizer fields a network may override besides the required ones.
-_OPTIONAL_OPTIMIZER_FIELDS = ('momentum', 'b1', 'b2', 'eps')
 # A mode counts as covered with this share of its fair share of samples.
 _MODE_COVERED_SHARE = 0.2
 _TRAIN_CLASSIFIER = ('python -m experiments.run '
@@ -85,7 +83,7 @@ def network_optimizer_config(
   import ml_collections  # pylint: disable=g-import-not-at-top
   shared = {k: v for k, v in opt.items() if k not in NETWORKS}
   overrides = dict(opt.get(network) or {})
-  allowed = set(shared) | set(_OPTIONAL_OPTIMIZER_FIELDS)
+  allowed = set(shared) | set(OPTIONAL_FIELDS)
   unknown = sorted(set(overrides) - allowed)
   if unknown:
     raise ConfigError(f'optimizer.{network} cannot set {", ".join(unknown)}; '
