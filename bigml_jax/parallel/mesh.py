@@ -7,7 +7,7 @@ names to mesh axes. Batches are split over ('data', 'fsdp') together, as in
 MaxText: FSDP is data parallelism whose parameters are sharded too.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import flax.linen as nn
@@ -35,10 +35,20 @@ DEFAULT_RULES = (
 )
 
 
-def mesh_shape(mesh_config: 'ml_collections.ConfigDict',
+def mesh_shape(mesh_config: 'Mapping[str, int] | ml_collections.ConfigDict',
                num_devices: int) -> tuple[int, ...]:
-  """Resolves the sizes of ('data', 'fsdp', 'tensor'); one may be -1."""
-  sizes = [int(mesh_config[a]) for a in MESH_AXES]
+  """Resolves the sizes of ('data', 'fsdp', 'tensor'); one may be -1.
+
+  Axes left out are 1, except `data`, which takes the remaining devices
+  (-1) when no other axis does: {'fsdp': 2} is data x 2 x 1.
+  """
+  unknown = sorted(set(mesh_config.keys()) - set(MESH_AXES))
+  if unknown:
+    raise ConfigError(f'mesh has no axis {", ".join(unknown)}; its axes are '
+                      f'{", ".join(MESH_AXES)}')
+  chosen = {a: int(mesh_config[a]) for a in MESH_AXES if a in mesh_config}
+  data = 1 if -1 in chosen.values() else -1
+  sizes = [chosen.get(a, data if a == 'data' else 1) for a in MESH_AXES]
   given = ', '.join(f'{a}={s}' for a, s in zip(MESH_AXES, sizes))
   if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
     raise ConfigError(f'mesh sizes ({given}) must be positive, with at most '
@@ -56,9 +66,10 @@ def mesh_shape(mesh_config: 'ml_collections.ConfigDict',
   return tuple(sizes)
 
 
-def make_mesh(mesh_config: 'ml_collections.ConfigDict',
+def make_mesh(mesh_config: 'Mapping[str, int] | ml_collections.ConfigDict',
               devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A ('data', 'fsdp', 'tensor') mesh over `devices` (default: all)."""
+  """A ('data', 'fsdp', 'tensor') mesh over `devices` (default: all), sized
+  by `mesh_config` (see `mesh_shape`), e.g. {'data': -1} or {'fsdp': 8}."""
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(mesh_config, len(devices))
   return jax.make_mesh(shape, MESH_AXES, devices=devices,

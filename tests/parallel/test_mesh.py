@@ -183,3 +183,14 @@ def test_every_model_has_the_same_gradients_on_a_2x2x2_mesh(name):
       want = want[k.key]
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5,
                                err_msg=jax.tree_util.keystr(path))
+
+
+def test_mesh_axes_left_out():
+  assert mesh_lib.mesh_shape({}, 8) == (8, 1, 1)
+  assert mesh_lib.mesh_shape({'fsdp': 2}, 8) == (4, 2, 1)
+  assert mesh_lib.mesh_shape({'fsdp': -1, 'tensor': 2}, 8) == (1, 4, 2)
+  assert mesh_lib.make_mesh({'tensor': 2}).shape == {'data': 4, 'fsdp': 1,
+                                                    'tensor': 2}
+  with pytest.raises(ConfigError, match='mesh has no axis model; its axes '
+                     'are data, fsdp, tensor'):
+    mesh_lib.mesh_shape({'model': 2}, 8)
