@@ -257,13 +257,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       """The state as jit/Orbax see it (pmap keeps one copy per device)."""
       return jax.device_put(unreplicate(state), shardings) if use_pmap else state
 
+    # XLA:CPU over several host devices deadlocks in a collective when
+    # ~100 train steps are in flight (jax 0.10.2: a rendezvous that never
+    # fills, then an abort). Waiting every few calls bounds the queue, for
+    # eval batches too (45 in flight were fine); one device, GPUs and TPUs
+    # never wait.
+    drain_every = (8 if jax.default_backend() == 'cpu' and
+                   len(mesh.local_devices) > 1 else 0)
+
     def evaluate(params) -> dict[str, float]:
       sums = None
-      for local_batch in pipeline.eval_batches(
+      for i, local_batch in enumerate(pipeline.eval_batches(
           sources.eval, preprocess, global_batch_size=config.batch_size,
-          process_index=jax.process_index(), process_count=jax.process_count()):
+          process_index=jax.process_index(), process_count=jax.process_count())):
         m = eval_step(params, multihost.jit_batch(local_batch, batch_sharding))
         sums = m if sums is None else step_lib.add_metrics(sums, m)
+        if drain_every and (i + 1) % drain_every == 0:
+          jax.block_until_ready(sums)
       return task.summarize(jax.device_get(sums))
 
     def save(step):
@@ -321,12 +331,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       writer.write(log_step, 'train', dict(
           train, learning_rate=float(schedule(log_step - 1))))
 
-    # XLA:CPU over several host devices deadlocks in a collective when
-    # ~100 steps are in flight (jax 0.10.2: a rendezvous that never fills,
-    # then an abort). Waiting every few calls bounds the queue; one device,
-    # GPUs and TPUs never wait.
-    drain_every = (8 if jax.default_backend() == 'cpu' and
-                   len(mesh.local_devices) > 1 else 0)
     with _StopSignal() as stop:
       # `step` is the last step of each call (per_call steps a call).
       for step in range(start_step + per_call, config.total_steps + 1,
