@@ -183,6 +183,18 @@ def test_config_file_that_reads_a_missing_field(tmp_path):
       'the file')
 
 
+def test_a_model_mistake_writes_no_tokenizer(tmp_path, data_dir):
+  """user mistake: a model hyperparameter rejected at trace time, on text
+  exit 1, one line; the workdir keeps no tokenizer to trip the next run"""
+  proc = run('--config=experiments/configs/rnn_fortunes.py:rnn',
+             f'--workdir={tmp_path}', '--config.model.cell=elman',
+             data_dir=data_dir)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "error: cell 'elman' is unknown; use 'rnn', 'lstm' or 'gru'")
+  assert not os.path.exists(tmp_path / 'tokenizer.json')
+
+
 def test_config_file_without_get_config(tmp_path):
   """user mistake: a config file with no get_config()
   exit 1, one line saying what to define; nothing written"""

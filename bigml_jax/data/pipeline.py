@@ -261,7 +261,8 @@ def _as_text(value: Any) -> str:
 
 def _tokenizer(cfg: ml_collections.ConfigDict, train_texts: Sequence[str],
                workdir: str | None) -> text_lib.Tokenizer:
-  """The run's tokenizer: read back from `workdir`, else trained and saved."""
+  """The run's tokenizer: read back from `workdir`, else trained (and saved
+  by `save_tokenizer` once the run is known to start)."""
   kind = cfg.get('tokenizer', 'char')
   if kind not in text_lib.TOKENIZERS:
     raise ConfigError(f'dataset.tokenizer {kind!r} is unknown; use one of '
@@ -284,9 +285,15 @@ def _tokenizer(cfg: ml_collections.ConfigDict, train_texts: Sequence[str],
                                          vocab_size=vocab_size)
   except ValueError as e:
     raise ConfigError(f'dataset: {e}') from None
-  if path:
-    tokenizer.save(path)
   return tokenizer
+
+
+def save_tokenizer(sources: 'Sources', workdir: str) -> None:
+  """Writes the sources' tokenizer (if any) to `workdir`, unless one is
+  there: a resumed run then tokenizes exactly as before."""
+  path = epath.Path(workdir) / TOKENIZER_FILE
+  if sources.tokenizer is not None and not path.exists():
+    sources.tokenizer.save(os.fspath(path))
 
 
 def _token_stream(tokenizer: text_lib.Tokenizer,
@@ -333,9 +340,9 @@ def load_sources(cfg: ml_collections.ConfigDict,
                  workdir: str | None = None) -> Sources:
   """Returns the train and eval sources named by `config.dataset`.
 
-  For text, a tokenizer is trained on the train split; with `workdir` it is
-  saved there as tokenizer.json, and read back from there when present, so a
-  resumed run tokenizes exactly as before.
+  For text, a tokenizer is trained on the train split, or, with `workdir`,
+  read back from its tokenizer.json when present (`save_tokenizer` writes
+  it), so a resumed run tokenizes exactly as before.
   """
   if cfg.name == 'synthetic':
     missing = [k for k in SYNTHETIC_FIELDS if k not in cfg]

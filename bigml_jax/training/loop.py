@@ -192,8 +192,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           f'the checkpoint in {manager.directory} is at step {start_step}, '
           f'not a multiple of steps_per_dispatch {per_call}; resume with '
           'steps_per_dispatch=1 (or one that divides it)')
-    if multihost.is_primary():
+    if multihost.is_primary():  # Past the config's checks: the run starts.
       save_config(config, workdir)
+      pipeline.save_tokenizer(sources, workdir)
 
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     logging.info('mesh %s (%s); %d parameters; per device: params %.2f MB, '

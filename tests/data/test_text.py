@@ -264,7 +264,9 @@ def test_workdir_keeps_the_tokenizer_for_a_resumed_run(data_dir, raw, tmp_path,
   del raw
   cfg = _config(data_dir, 'fortunes', tokenizer='subword', vocab_size=300)
   first = pipeline.load_sources(cfg, workdir=str(tmp_path))
-  assert (tmp_path / pipeline.TOKENIZER_FILE).exists()
+  assert not (tmp_path / pipeline.TOKENIZER_FILE).exists()  # Not yet: the
+  pipeline.save_tokenizer(first, str(tmp_path))  # loop saves it once the
+  assert (tmp_path / pipeline.TOKENIZER_FILE).exists()  # run starts.
 
   def no_training(*args, **kwargs):
     raise AssertionError('a resumed run must not train a tokenizer')
