@@ -5,7 +5,8 @@
 module's hyperparameters.
 """
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Any, TYPE_CHECKING
 
 import flax.linen as nn
 
@@ -38,14 +39,15 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 
-def build_model(model_config: 'ml_collections.ConfigDict',
+def build_model(model_config: 'Mapping[str, Any] | ml_collections.ConfigDict',
                 **extra) -> nn.Module:
-  """Instantiates `MODELS[model_config.name]` with the config's other fields.
+  """Instantiates `MODELS[model_config['name']]` with the config's other
+  fields (a ConfigDict or any mapping).
 
   `extra` supplies fields the data decides (e.g. `num_classes`) unless the
   config sets them.
   """
-  name = model_config.name
+  name = model_config['name']
   if name not in MODELS:
     raise ConfigError(f'model.name {name!r} is unknown; known models: '
                       f'{", ".join(sorted(MODELS))}')

@@ -112,3 +112,8 @@ def test_a_model_hyperparameter_the_model_rejects_is_a_config_error():
                      r'use one of none, full, dots, dots_no_batch$'):
     build_model(ml_collections.ConfigDict(
         {'name': 'gpt', 'vocab_size': 8, 'remat': 'al'}))
+
+
+def test_build_model_from_a_plain_dict():
+  model = build_model({'name': 'mlp', 'features': (16,)}, num_classes=3)
+  assert isinstance(model, MLP) and model.num_classes == 3
