@@ -13,6 +13,7 @@ import os
 import ml_collections
 
 from bigml_jax.errors import ConfigError  # Re-exported: config.ConfigError.
+from bigml_jax.optim import optimizer_fields
 
 
 REQUIRED_FIELDS = (
@@ -92,6 +93,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not 0 <= opt.warmup_steps <= config.total_steps:
     raise ConfigError(f'optimizer.warmup_steps {opt.warmup_steps} must be in '
                       f'[0, total_steps={config.total_steps}]')
+  # A misspelt optimizer field, before any data is prepared. Sections inside
+  # it are per-network overrides, which their task checks (the GAN's).
+  optimizer_fields({k: v for k, v in opt.items()
+                    if not isinstance(v, ml_collections.ConfigDict)})
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:

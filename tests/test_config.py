@@ -54,6 +54,13 @@ def test_bad_values(tiny_config, field, value, message):
     validate_config(tiny_config(**{field: value}))
 
 
+def test_misspelt_optimizer_field_before_any_data(tiny_config):
+  config = tiny_config()
+  config.optimizer.b3 = 0.9  # A config built in Python: no absl check.
+  with pytest.raises(ConfigError, match=r'optimizer has no field\(s\) b3'):
+    validate_config(config)
+
+
 def test_saved_config_round_trips(tiny_config, tmp_path):
   config = tiny_config()
   save_config(config, str(tmp_path))

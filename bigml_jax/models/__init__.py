@@ -47,7 +47,10 @@ def build_model(model_config: 'Mapping[str, Any] | ml_collections.ConfigDict',
   `extra` supplies fields the data decides (e.g. `num_classes`) unless the
   config sets them.
   """
-  name = model_config['name']
+  name = model_config.get('name')
+  if name is None:
+    raise ConfigError('a model config needs a name (one of '
+                      f'{", ".join(sorted(MODELS))})')
   if name not in MODELS:
     raise ConfigError(f'model.name {name!r} is unknown; known models: '
                       f'{", ".join(sorted(MODELS))}')

@@ -49,8 +49,8 @@ def sharded_init(task: Any, tx: optax.GradientTransformation,
     rules: logical axis name -> mesh axis pairs.
 
   Returns:
-    (init, abstract, shardings): `init(rng)` -> a TrainState laid out by
-    `shardings`; `abstract`, its ShapeDtypeStructs (e.g. a checkpoint's
+    (init, abstract, shardings): `init(rng)` (a `jax.random.PRNGKey` or
+    `jax.random.key`) -> a TrainState laid out by `shardings`; `abstract`, its ShapeDtypeStructs (e.g. a checkpoint's
     restore target with `checkpoint.abstract_with_shardings`).
   """
   example = jax.tree.map(lambda x: x[:1], example_batch)
@@ -63,6 +63,14 @@ def sharded_init(task: Any, tx: optax.GradientTransformation,
 
   boxed = jax.eval_shape(init_state, jax.random.PRNGKey(0))
   shardings = mesh_lib.logical_shardings(boxed, mesh, rules)
-  init = jax.jit(lambda rng: nn.unbox(init_state(rng)),
-                 out_shardings=shardings)
+  init_raw = jax.jit(lambda rng: nn.unbox(init_state(rng)),
+                     out_shardings=shardings)
+
+  def init(rng: jax.Array) -> TrainState:
+    if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+      # A jax.random.key: the state carries its raw key data, as `abstract`
+      # and the loop's states do.
+      rng = jax.random.key_data(rng)
+    return init_raw(rng)
+
   return init, nn.unbox(boxed), shardings

@@ -117,3 +117,5 @@ def test_a_model_hyperparameter_the_model_rejects_is_a_config_error():
 def test_build_model_from_a_plain_dict():
   model = build_model({'name': 'mlp', 'features': (16,)}, num_classes=3)
   assert isinstance(model, MLP) and model.num_classes == 3
+  with pytest.raises(ConfigError, match='a model config needs a name'):
+    build_model({'features': (16,)})

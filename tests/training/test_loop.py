@@ -4,11 +4,13 @@ import json
 import os
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from bigml_jax import train_and_evaluate
+from bigml_jax.data import text as text_lib
 
 
 def _train_losses(workdir):
@@ -104,3 +106,23 @@ def test_workdir_outputs(tiny_config, tmp_path):
   assert set(evals[0]) == {'step', 'split', 'loss', 'accuracy'}
   assert {'loss', 'accuracy', 'learning_rate', 'grad_norm', 'steps_per_sec',
           'examples_per_sec'} <= set(rows[0])
+
+
+def test_text_run_keeps_its_tokenizer_for_the_resume(tiny_config, tmp_path,
+                                                     monkeypatch):
+  config = tiny_config(total_steps=4, eval_every=4, checkpoint_every=2)
+  config.model = ml_collections.ConfigDict(
+      {'name': 'rnn_classifier', 'cell': 'rnn', 'embed_dim': 8,
+       'hidden_dim': 8})
+  config.dataset.name = 'fortunes'
+  config.dataset.tokenizer = 'char'
+  config.dataset.max_length = 32
+  config.total_steps = 2
+  train_and_evaluate(config, tmp_path)
+  assert (tmp_path / 'tokenizer.json').exists()
+
+  def no_training(*args, **kwargs):
+    raise AssertionError('a resumed run must not train a tokenizer')
+  monkeypatch.setattr(text_lib, 'train_tokenizer', no_training)
+  config.total_steps = 4
+  assert train_and_evaluate(config, tmp_path)['step'] == 4

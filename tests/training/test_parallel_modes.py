@@ -73,6 +73,9 @@ def test_fsdp_shards_params_and_optimizer_state_eight_ways():
   x = {'image': jnp.ones((4, 64))}
   init, abstract, shardings = sharded_init(task, tx, x, mesh)
   state = init(jax.random.PRNGKey(0))
+  # A typed key makes the same state (its key data is the legacy key).
+  typed = init(jax.random.key(0))
+  jax.tree.map(np.testing.assert_array_equal, typed, state)
   assert jax.tree.map(lambda a, s: (a.shape, a.sharding), state,
                       shardings) == jax.tree.map(lambda a, s: (a.shape, s),
                                                  abstract, shardings)
