@@ -76,11 +76,10 @@ class GanOptimizers:
             'discriminator': self.discriminator.init(params['discriminator'])}
 
 
-def network_optimizer_config(
-    opt: 'ml_collections.ConfigDict',
-    network: str) -> 'ml_collections.ConfigDict':
-  """config.optimizer with `optimizer.<network>`'s overrides applied."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
+def network_optimizer_config(opt: 'ml_collections.ConfigDict',
+                             network: str) -> dict[str, Any]:
+  """config.optimizer with `optimizer.<network>`'s overrides applied, for
+  `make_optimizer` (which takes any mapping)."""
   shared = {k: v for k, v in opt.items() if k not in NETWORKS}
   overrides = dict(opt.get(network) or {})
   allowed = set(shared) | set(OPTIONAL_FIELDS)
@@ -88,7 +87,7 @@ def network_optimizer_config(
   if unknown:
     raise ConfigError(f'optimizer.{network} cannot set {", ".join(unknown)}; '
                       f'it may override {", ".join(sorted(allowed))}')
-  return ml_collections.ConfigDict({**shared, **overrides})
+  return {**shared, **overrides}
 
 
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray,

@@ -50,8 +50,9 @@ def sharded_init(task: Any, tx: optax.GradientTransformation,
 
   Returns:
     (init, abstract, shardings): `init(rng)` (a `jax.random.PRNGKey` or
-    `jax.random.key`) -> a TrainState laid out by `shardings`; `abstract`, its ShapeDtypeStructs (e.g. a checkpoint's
-    restore target with `checkpoint.abstract_with_shardings`).
+    `jax.random.key`) -> a TrainState laid out by `shardings`; `abstract`,
+    its ShapeDtypeStructs (e.g. a checkpoint's restore target with
+    `checkpoint.abstract_with_shardings`).
   """
   example = jax.tree.map(lambda x: x[:1], example_batch)
 
