@@ -17,6 +17,8 @@ import time
 from typing import Any
 
 from absl import logging
+from etils import epath
+import flax.traverse_util
 import jax
 import orbax.checkpoint as ocp
 
@@ -185,3 +187,99 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any
                       type(e).__name__, str(e).splitlines()[0][:200])
       _move_aside(manager, step)
   return None
+
+
+def run_checkpoints(source: str) -> tuple[str, str, int]:
+  """(workdir, checkpoint directory, newest step) of the run in `source`, a
+  run's workdir or its checkpoints/ directory. Raises ConfigError if it
+  holds no checkpoint."""
+  source = os.path.abspath(os.path.expanduser(str(source)))
+  directory = os.path.join(source, 'checkpoints')
+  if os.path.basename(source) == 'checkpoints' or not os.path.isdir(directory):
+    directory = source
+  step = latest_step(directory)
+  if step is None:
+    raise ConfigError(f'init_from {source} holds no checkpoint; pass the '
+                      'workdir of a run that saved one (its checkpoints/ has '
+                      'numbered step directories)')
+  workdir = (os.path.dirname(directory)
+             if os.path.basename(directory) == 'checkpoints' else directory)
+  return workdir, directory, step
+
+
+def latest_step(directory: str) -> int | None:
+  """The newest finished checkpoint step in `directory`, without opening a
+  manager (which would create the directory)."""
+  # Finished saves are renamed to their step number; temporary ones are not.
+  steps = ([int(d) for d in os.listdir(directory) if d.isdigit()]
+           if os.path.isdir(directory) else [])
+  return max(steps, default=None)
+
+
+def load_params(source: str, params: Any) -> tuple[Any, dict[str, list[str]]]:
+  """`params` with each leaf that the newest checkpoint in `source` holds at
+  the same path and shape read from it: fine-tuning from a pretrained run
+  (big_vision's model_init, MaxText's load_parameters_path).
+
+  `source` is a run's workdir or its checkpoints/ directory. Leaves are read
+  onto `params`' shardings and dtypes; the checkpoint's other leaves (a
+  pretraining head, the optimizer state) are not read, and leaves of
+  `params` that it lacks or holds in another shape (a new head) keep their
+  values. Nothing in `source` is written.
+
+  Returns:
+    (params, report): report['loaded'], report['kept'] ('name: why') and
+    report['unused'] (checkpoint parameters not read), as names.
+
+  Raises:
+    ConfigError: `source` holds no checkpoint, or none of `params`' leaves.
+  """
+  _, directory, step = run_checkpoints(source)
+  step_dir = os.path.join(directory, str(step))
+  state_dir = epath.Path(step_dir) / 'state'
+  # The handler, not a Checkpointer: it reads the item directory without
+  # looking for (and warning about) step-level metadata there.
+  handler = ocp.PyTreeCheckpointHandler()
+  try:
+    return _load_matching(handler, state_dir, params)
+  except ConfigError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # Orbax and TensorStore raise many types for damaged files.
+    raise ConfigError(f'init_from: checkpoint {step_dir} cannot be read '
+                      f'({_first_line(e)}); pass another run') from None
+  finally:
+    handler.close()
+
+
+def _load_matching(handler: ocp.PyTreeCheckpointHandler, state_dir: epath.Path,
+                   params: Any) -> tuple[Any, dict[str, list[str]]]:
+  stored = _shapes(handler.metadata(state_dir).tree)
+  stored = {k[len('params/'):]: v for k, v in stored.items()
+            if k.startswith('params/')}
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  names = [_path_str(path) for path, _ in leaves]
+  report = {'loaded': [], 'kept': [], 'unused': []}
+  wanted = {}
+  for name, (_, x) in zip(names, leaves):
+    if stored.get(name) == tuple(x.shape):
+      report['loaded'].append(name)
+      wanted[tuple(name.split('/'))] = jax.ShapeDtypeStruct(
+          x.shape, x.dtype, sharding=x.sharding)
+    else:
+      report['kept'].append(f'{name}: ' + (
+          'not in the checkpoint' if name not in stored else
+          f'{stored[name]} in the checkpoint, {tuple(x.shape)} here'))
+  report['unused'] = sorted(set(stored) - set(report['loaded']))
+  if not wanted:
+    raise ConfigError(f'init_from: checkpoint {state_dir.parent} holds none '
+                      "of this model's parameters (by name and shape); pass "
+                      'a run of the same model family')
+  item = {'params': flax.traverse_util.unflatten_dict(wanted)}
+  restored = handler.restore(state_dir, args=ocp.args.PyTreeRestore(
+      item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+      partial_restore=True))
+  loaded = flax.traverse_util.flatten_dict(restored['params'])
+  values = [loaded.get(tuple(name.split('/')), x)
+            for name, (_, x) in zip(names, leaves)]
+  return jax.tree_util.tree_unflatten(treedef, values), report

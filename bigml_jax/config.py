@@ -28,7 +28,8 @@ REQUIRED_FIELDS = (
 # `--config.KEY=VALUE` needs): parallelism 'jit' | 'pmap'; microbatches 1;
 # steps_per_dispatch 1 (K train steps per compiled call, for tiny steps);
 # compute_dtype None (= params' float32) | 'bfloat16'; nan_policy 'stop' |
-# 'skip'; logical_axis_rules (bigml_jax.parallel.mesh.DEFAULT_RULES).
+# 'skip'; logical_axis_rules (bigml_jax.parallel.mesh.DEFAULT_RULES);
+# init_from None | a run's workdir to fine-tune from (checkpoint.load_params).
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
 SCHEDULES = ('constant', 'cosine', 'linear')
 

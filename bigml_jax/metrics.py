@@ -113,6 +113,18 @@ class MetricWriter:
         os.path.join(self._workdir, f'{name}_{step:06d}.png'))
     self._tb.add_image(name, grid, step, dataformats='HWC')
 
+  def write_texts(self, step: int, name: str, texts: list[str]) -> None:
+    """Writes texts (e.g. an LM's samples) to `workdir/name_STEP.txt`, one
+    after another under '--- i' lines, and as TensorBoard text; logs the
+    first."""
+    if not self.enabled:
+      return
+    body = ''.join(f'--- {i}\n{text}\n' for i, text in enumerate(texts))
+    with open(os.path.join(self._workdir, f'{name}_{step:06d}.txt'), 'w') as f:
+      f.write(body)
+    self._tb.add_text(name, body, step)
+    logging.info('step %d %s[0] %r', step, name, texts[0] if texts else '')
+
   def advance(self, step: int) -> None:
     """Moves the progress bar (if any) to `step`."""
     if self._bar is not None:

@@ -1,5 +1,7 @@
 """Checkpoint helpers used alone, outside the training loop."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,3 +46,61 @@ def test_a_checkpoint_that_does_not_fit_names_the_parameter(tmp_path):
                      r'checkpoint but \(3, 3\) in the model'):
     ckpt.restore_latest(manager, target)
   manager.close()
+
+
+def _files(directory):
+  """Every file under `directory` with its size and modification time."""
+  out = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      info = os.stat(os.path.join(root, name))
+      out[os.path.join(root, name)] = (info.st_size, info.st_mtime_ns)
+  return out
+
+
+def test_load_params_reads_what_fits_onto_the_targets_shardings(tmp_path):
+  """A pretraining run's encoder into a model with a new head: leaves with
+  the same name and shape are read (onto the target's sharding), the rest
+  keep their values, and the source is left as it was."""
+  rng = np.random.default_rng(0)
+  saved = {'encoder': {'w': rng.normal(size=(8, 4)).astype(np.float32)},
+           'embed': rng.normal(size=(10, 4)).astype(np.float32),
+           'mlm_bias': np.zeros(10, np.float32)}
+  manager = ckpt.make_manager(str(tmp_path / 'pre' / 'checkpoints'), 2)
+  ckpt.save(manager, 5, {'step': jnp.array(5), 'params': saved,
+                         'opt_state': {'mu': saved['encoder']['w'] * 0}})
+  ckpt.close(manager)
+  before = _files(tmp_path / 'pre')
+
+  mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(4, 2), ('a', 'b'))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('a', 'b'))
+  target = {'encoder': {'w': jax.device_put(jnp.zeros((8, 4)), sharding)},
+            'embed': jnp.ones((12, 4)),  # Another vocabulary: kept.
+            'head': {'kernel': jnp.full((4, 3), 2.0)}}
+  params, report = ckpt.load_params(str(tmp_path / 'pre'), target)
+
+  np.testing.assert_array_equal(params['encoder']['w'], saved['encoder']['w'])
+  assert params['encoder']['w'].sharding == sharding
+  np.testing.assert_array_equal(params['embed'], np.ones((12, 4)))
+  np.testing.assert_array_equal(params['head']['kernel'], np.full((4, 3), 2.0))
+  assert report == {
+      'loaded': ['encoder/w'],
+      'kept': ['embed: (10, 4) in the checkpoint, (12, 4) here',
+               'head/kernel: not in the checkpoint'],
+      'unused': ['embed', 'mlm_bias']}
+  assert _files(tmp_path / 'pre') == before
+  # The checkpoints directory itself names the run as well.
+  again, _ = ckpt.load_params(str(tmp_path / 'pre' / 'checkpoints'), target)
+  np.testing.assert_array_equal(again['encoder']['w'], saved['encoder']['w'])
+
+
+def test_load_params_refuses_a_run_without_checkpoints_or_in_common(tmp_path):
+  with pytest.raises(ConfigError, match=r'init_from .*empty holds no '
+                     r'checkpoint; pass the workdir of a run that saved one'):
+    ckpt.load_params(str(tmp_path / 'empty'), {'w': jnp.zeros(2)})
+  manager = ckpt.make_manager(str(tmp_path / 'other'), 2)
+  ckpt.save(manager, 1, {'params': {'w': jnp.zeros(3)}})
+  ckpt.close(manager)
+  with pytest.raises(ConfigError, match="holds none of this model's "
+                     'parameters'):
+    ckpt.load_params(str(tmp_path / 'other'), {'w': jnp.zeros(2)})

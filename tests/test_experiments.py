@@ -16,7 +16,8 @@ from bigml_jax import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = ['rnn_fortunes.py:rnn', 'rnn_fortunes.py:lstm', 'rnn_fortunes.py:gru',
-           'bert_fortunes.py', 'gpt_kjv.py', 'vit_digits.py',
+           'bert_fortunes.py', 'bert_mlm_fortunes.py', 'gpt_kjv.py',
+           'vit_digits.py',
            'conv_attention_digits.py']
 
 

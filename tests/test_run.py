@@ -125,7 +125,7 @@ def test_many_steps_between_logs_on_eight_host_devices(tmp_path, data_dir,
     (('--config.batch_size=abc',),
      "error: flag --config.batch_size=abc: invalid literal for int()"),
     (('--config.model.name=resnet',),
-     "error: model.name 'resnet' is unknown; known models: bert, cnn"),
+     "error: model.name 'resnet' is unknown; known models: bert, bert_mlm, cnn"),
     (('--config.dataset.name=imagenet2012',),
      "error: dataset 'imagenet2012' is not prepared under"),
     (('--config.batch_size=6', '--config.mesh.data=4'),
@@ -137,6 +137,9 @@ def test_many_steps_between_logs_on_eight_host_devices(tmp_path, data_dir,
     (('--workdir=gs://my-bucket/runs/x',),
      'error: workdir gs://my-bucket/runs/x: URL workdirs are not supported '
      'yet; pass a directory every host sees'),
+    (('--config.init_from=/nonexistent/run',),
+     'error: init_from /nonexistent/run holds no checkpoint; pass the workdir '
+     'of a run that saved one'),
     (('--config.dataset.name=synthetic',),
      'error: dataset synthetic needs dataset.shape, dataset.num_classes, '
      'dataset.num_train, dataset.num_eval; add them to the dataset section'),

@@ -260,22 +260,24 @@ def _as_text(value: Any) -> str:
 
 
 def _tokenizer(cfg: ml_collections.ConfigDict, train_texts: Sequence[str],
-               workdir: str | None) -> text_lib.Tokenizer:
-  """The run's tokenizer: read back from `workdir`, else trained (and saved
-  by `save_tokenizer` once the run is known to start)."""
+               workdir: str | None, init_from: str | None) -> text_lib.Tokenizer:
+  """The run's tokenizer: read back from `workdir`, else from `init_from`,
+  else trained (and saved by `save_tokenizer` once the run is known to
+  start)."""
   kind = cfg.get('tokenizer', 'char')
   if kind not in text_lib.TOKENIZERS:
     raise ConfigError(f'dataset.tokenizer {kind!r} is unknown; use one of '
                       f'{", ".join(text_lib.TOKENIZERS)}')
-  path = os.path.join(workdir, TOKENIZER_FILE) if workdir else None
-  if path and epath.Path(path).exists():
-    tokenizer = text_lib.load_tokenizer(path)
-    if tokenizer.kind != kind:
-      raise ConfigError(f'workdir holds a {tokenizer.kind} tokenizer '
-                        f'({path}) but dataset.tokenizer is {kind!r}; set '
-                        f'dataset.tokenizer={tokenizer.kind!r} or use a new '
-                        'workdir')
-    return tokenizer
+  for directory, fix in ((workdir, ' or use a new workdir'),
+                         (init_from, ", the init_from run's")):
+    path = os.path.join(directory, TOKENIZER_FILE) if directory else None
+    if path and epath.Path(path).exists():
+      tokenizer = text_lib.load_tokenizer(path)
+      if tokenizer.kind != kind:
+        raise ConfigError(f'{path} is a {tokenizer.kind} tokenizer but '
+                          f'dataset.tokenizer is {kind!r}; set '
+                          f'dataset.tokenizer={tokenizer.kind!r}{fix}')
+      return tokenizer
   vocab_size = cfg.get('vocab_size')
   if kind == 'subword' and not vocab_size:
     raise ConfigError("dataset.tokenizer 'subword' needs dataset.vocab_size, "
@@ -308,7 +310,7 @@ def _token_stream(tokenizer: text_lib.Tokenizer,
 
 
 def _text_sources(cfg: ml_collections.ConfigDict, train, eval_, features,
-                  workdir: str | None) -> Sources:
+                  workdir: str | None, init_from: str | None) -> Sources:
   text_key = cfg.get('text_key', 'text')
   label_key = cfg.get('label_key', 'label')
   max_length = cfg.get('max_length', DEFAULT_MAX_LENGTH)
@@ -320,7 +322,7 @@ def _text_sources(cfg: ml_collections.ConfigDict, train, eval_, features,
   texts = {split: [_as_text(r[text_key]) for r in split_records]
            for split, split_records in records.items()}
   # Trained on train text only: eval text stays unseen, as it would be.
-  tokenizer = _tokenizer(cfg, texts['train'], workdir)
+  tokenizer = _tokenizer(cfg, texts['train'], workdir, init_from)
   vocab_size = tokenizer.vocab_size
   if label_key in features:
     make = lambda split: PaddedTokens(
@@ -336,13 +338,15 @@ def _text_sources(cfg: ml_collections.ConfigDict, train, eval_, features,
       None, vocab_size, tokenizer)
 
 
-def load_sources(cfg: ml_collections.ConfigDict,
-                 workdir: str | None = None) -> Sources:
+def load_sources(cfg: ml_collections.ConfigDict, workdir: str | None = None,
+                 *, init_from: str | None = None) -> Sources:
   """Returns the train and eval sources named by `config.dataset`.
 
   For text, a tokenizer is trained on the train split, or, with `workdir`,
   read back from its tokenizer.json when present (`save_tokenizer` writes
-  it), so a resumed run tokenizes exactly as before.
+  it), so a resumed run tokenizes exactly as before. Failing that, a
+  fine-tuning run reads the tokenizer of the run it starts from (the
+  workdir `init_from`), whose embeddings index that tokenizer's ids.
   """
   if cfg.name == 'synthetic':
     missing = [k for k in SYNTHETIC_FIELDS if k not in cfg]
@@ -364,7 +368,7 @@ def load_sources(cfg: ml_collections.ConfigDict,
         f'{", ".join(sorted(BUILDERS))}, synthetic, or a prepared TFDS '
         'catalog name') from None
   if cfg.get('text_key', 'text') in features:
-    return _text_sources(cfg, train, eval_, features, workdir)
+    return _text_sources(cfg, train, eval_, features, workdir, init_from)
   label = features[cfg.get('label_key', 'label')]
   return Sources(_in_memory(train, features), _in_memory(eval_, features),
                  label.num_classes)

@@ -17,7 +17,7 @@ from bigml_jax.models.gan import (DCGANDiscriminator, DCGANGenerator,
                                   MLPDiscriminator, MLPGenerator)
 from bigml_jax.models.mlp import MLP
 from bigml_jax.models.rnn import RNNClassifier, SequenceClassifier
-from bigml_jax.models.transformer import BertClassifier, GPTLM
+from bigml_jax.models.transformer import BertClassifier, BertMLM, GPTLM
 from bigml_jax.models.vit import ViT
 
 if TYPE_CHECKING:  # Annotations only: GPU images lack ml_collections.
@@ -29,6 +29,7 @@ MODELS: dict[str, type[nn.Module]] = {
     'rnn_classifier': RNNClassifier,
     'rnn_sequence': SequenceClassifier,
     'bert': BertClassifier,
+    'bert_mlm': BertMLM,
     'gpt': GPTLM,
     'vit': ViT,
     'conv_attention_cnn': ConvAttentionCNN,

@@ -1,4 +1,4 @@
-"""Pre-LN transformer blocks, a BERT-style classifier and a GPT-style LM.
+"""Pre-LN transformer blocks, BERT-style classifier and masked LM, GPT-style LM.
 
 Blocks follow Xiong et al. (2020), "On Layer Normalization in the Transformer
 Architecture": LayerNorm sits inside each residual branch and one final
@@ -170,6 +170,21 @@ def pool(x_BxLxD: jnp.ndarray, valid_BxL: jnp.ndarray,
   return jnp.einsum('bld,bl->bd', x_BxLxD, weights_BxL) / count_Bx1
 
 
+def _encode(bert: nn.Module, x_BxLxD: jnp.ndarray, valid_BxL: jnp.ndarray,
+            train: bool) -> jnp.ndarray:
+  """Positions -> dropout -> encoder stack, as submodules of `bert` (called
+  from its compact `__call__`): `BertClassifier` and `BertMLM` share these
+  parameter names, so one's checkpoint initialises the other."""
+  x_BxLxD = PositionEmbed(bert.max_len, bert.position_embedding,
+                          name='positions')(x_BxLxD)
+  x_BxLxD = nn.Dropout(bert.dropout_rate, deterministic=not train)(x_BxLxD)
+  return TransformerStack(
+      bert.num_layers, bert.num_heads, bert.mlp_dim, bert.dropout_rate,
+      attention_impl=bert.attention_impl, remat=bert.remat,
+      dtype=jnp.dtype(bert.dtype), name='encoder')(
+          x_BxLxD, padding_mask(valid_BxL), train)
+
+
 class BertClassifier(nn.Module):
   """BERT-style encoder classifier: token ids [B, L] -> logits [B, num_classes].
 
@@ -219,18 +234,64 @@ class BertClassifier(nn.Module):
     valid_BxL = tokens_BxL != 0
     x_BxLxD = Embed(self.vocab_size, self.d_model, dtype, name='embed')(
         tokens_BxL)
-    x_BxLxD = PositionEmbed(self.max_len, self.position_embedding,
-                            name='positions')(x_BxLxD)
-    x_BxLxD = nn.Dropout(self.dropout_rate, deterministic=not train)(x_BxLxD)
-    x_BxLxD = TransformerStack(
-        self.num_layers, self.num_heads, self.mlp_dim, self.dropout_rate,
-        attention_impl=self.attention_impl, remat=self.remat, dtype=dtype,
-        name='encoder')(x_BxLxD, padding_mask(valid_BxL), train)
+    x_BxLxD = _encode(self, x_BxLxD, valid_BxL, train)
     x_BxD = pool(x_BxLxD, valid_BxL, self.pooling)
     x_BxD = nn.Dropout(self.dropout_rate, deterministic=not train)(x_BxD)
     logits = layers.dense(self.num_classes, ('embed', 'vocab'), dtype=dtype,
                           name='head')(x_BxD)
     return logits.astype(jnp.float32)
+
+
+class BertMLM(nn.Module):
+  """BERT-style masked LM: token ids [B, L] (+ masked [B, L] bool) -> logits
+  [B, L, vocab], for pretraining an encoder that `BertClassifier` fine-tunes.
+
+  The encoder is `BertClassifier`'s, under the same parameter names (embed,
+  positions, encoder), so `--config.init_from` a BertMLM run loads it into a
+  classifier. At `masked` positions a learned mask embedding replaces the
+  token's (BERT's [MASK], without a tokenizer id for it); the head is BERT's:
+  dense -> GELU -> LayerNorm -> logits against the tied embedding table plus
+  a bias. Logits are float32 whatever `dtype` is.
+
+  Attributes: as `BertClassifier`'s, without num_classes and pooling.
+  """
+  vocab_size: int
+  num_layers: int = 2
+  d_model: int = 128
+  num_heads: int = 4
+  mlp_dim: int = 512
+  max_len: int = 128
+  dropout_rate: float = 0.1
+  position_embedding: str = 'learned'
+  attention_impl: str = 'einsum'
+  remat: str = 'none'
+  dtype: str = 'float32'
+
+  def __post_init__(self):
+    check_remat(self.remat)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, tokens_BxL: jnp.ndarray,
+               masked_BxL: jnp.ndarray | None = None, *,
+               train: bool = False) -> jnp.ndarray:
+    dtype = jnp.dtype(self.dtype)
+    embed = Embed(self.vocab_size, self.d_model, dtype, name='embed')
+    x_BxLxD = embed(tokens_BxL)
+    mask_D = self.param('mask_embedding', nn.with_logical_partitioning(
+        nn.initializers.normal(0.02), ('embed',)), (self.d_model,))
+    if masked_BxL is not None:
+      x_BxLxD = jnp.where(masked_BxL[..., None], mask_D.astype(dtype), x_BxLxD)
+    x_BxLxD = _encode(self, x_BxLxD, tokens_BxL != 0, train)
+    # Output dim unnamed (replicated): naming it 'mlp' would make XLA
+    # reshard it to 'embed' for the LayerNorm, which it computes wrongly on
+    # meshes with fsdp and tensor > 1 (layers.chain_axes).
+    h_BxLxD = layers.dense(self.d_model, ('embed', None), dtype=dtype,
+                           name='mlm_transform')(x_BxLxD)
+    h_BxLxD = layer_norm(dtype, 'mlm_norm')(nn.gelu(h_BxLxD))
+    bias_V = self.param('mlm_bias', nn.with_logical_partitioning(
+        nn.initializers.zeros_init(), ('vocab',)), (self.vocab_size,))
+    return (embed.attend(h_BxLxD) + bias_V.astype(dtype)).astype(jnp.float32)
 
 
 class GPTLM(nn.Module):

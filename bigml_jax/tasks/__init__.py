@@ -15,12 +15,13 @@ from bigml_jax.errors import ConfigError
 from bigml_jax.tasks.classification import ClassificationTask
 from bigml_jax.tasks.gan import GanTask
 from bigml_jax.tasks.lm import LMTask
+from bigml_jax.tasks.mlm import MLMTask
 
 if TYPE_CHECKING:  # Annotations only: GPU images lack ml_collections.
   import ml_collections
 
 TASKS = {'classification': ClassificationTask, 'lm': LMTask,
-         'gan': GanTask}
+         'mlm': MLMTask, 'gan': GanTask}
 
 
 def build_task(config: 'ml_collections.ConfigDict', **data_fields):
@@ -37,4 +38,5 @@ def build_task(config: 'ml_collections.ConfigDict', **data_fields):
   return TASKS[name].from_config(config, **data_fields)
 
 
-__all__ = ['ClassificationTask', 'GanTask', 'LMTask', 'TASKS', 'build_task']
+__all__ = ['ClassificationTask', 'GanTask', 'LMTask', 'MLMTask', 'TASKS',
+           'build_task']

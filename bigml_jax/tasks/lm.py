@@ -9,10 +9,35 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bigml_jax.models import build_model
+from bigml_jax.models import build_model, sampling
 
 Batch = dict[str, jax.Array]
-PAD_ID = 0  # bigml_jax.data.text.PAD_ID; tasks do not import the data layer.
+# bigml_jax.data.text's ids; tasks do not import the data layer.
+PAD_ID = 0
+EOS_ID = 1
+
+
+def summarize_tokens(sums: dict[str, float]) -> dict[str, float]:
+  """`token_loss` sums -> per-token loss, accuracy and perplexity."""
+  count = max(float(sums['count']), 1.0)
+  loss = float(sums['loss_sum']) / count
+  return {'loss': loss, 'accuracy': float(sums['correct']) / count,
+          # math.exp raises past ~709; a diverged run reads inf instead.
+          'perplexity': math.exp(loss) if loss < 700 else math.inf}
+
+
+def token_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Cross-entropy of logits [..., vocab] against targets [...] int, each
+  token weighted by `weights` [...]: (mean over the weight, metric sums
+  'loss_sum', 'correct' (argmax == target), 'count' (sum of weights))."""
+  losses = optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), targets)
+  count = weights.sum()
+  loss_sum = (losses * weights).sum()
+  correct = ((logits.argmax(-1) == targets) * weights).sum()
+  metrics = {'loss_sum': loss_sum, 'correct': correct, 'count': count}
+  return loss_sum / jnp.maximum(count, 1.0), metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +50,7 @@ class LMTask:
   """
   model: nn.Module
   input_key: str = 'tokens'
+  num_samples: int = 4  # Documents `samples` draws (shown at each eval).
   # Its 'count' metric counts tokens: the loop logs tokens/s from it.
   counts: str = dataclasses.field(default='tokens', init=False)
 
@@ -56,18 +82,18 @@ class LMTask:
     weights = (targets != PAD_ID).astype(jnp.float32)
     if 'mask' in batch:
       weights = weights * batch['mask'].astype(jnp.float32)[:, None]
-    losses = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), targets)
-    count = weights.sum()
-    loss_sum = (losses * weights).sum()
-    correct = ((logits.argmax(-1) == targets) * weights).sum()
-    metrics = {'loss_sum': loss_sum, 'correct': correct, 'count': count}
-    return loss_sum / jnp.maximum(count, 1.0), metrics
+    return token_loss(logits, targets, weights)
 
   def summarize(self, sums: dict[str, float]) -> dict[str, float]:
-    """Metric sums -> per-token loss, accuracy and perplexity = exp(loss)."""
-    count = max(float(sums['count']), 1.0)
-    loss = float(sums['loss_sum']) / count
-    return {'loss': loss, 'accuracy': float(sums['correct']) / count,
-            # math.exp raises past ~709; a diverged run reads inf instead.
-            'perplexity': math.exp(loss) if loss < 700 else math.inf}
+    return summarize_tokens(sums)
+
+  def samples(self, params: Any, rng: jax.Array) -> jax.Array:
+    """`num_samples` documents sampled from the model (temperature 1), each
+    begun at EOS and filling the model's `max_len`: token ids [N, max_len],
+    PAD after a document's closing EOS (`tokenizer.decode` then reads one
+    document)."""
+    prompt = jnp.full((self.num_samples, 1), EOS_ID, jnp.int32)
+    tokens = sampling.generate(self.model, params, prompt, rng,
+                               num_tokens=self.model.max_len - 1)
+    ended = jnp.cumsum(tokens[:, 1:] == EOS_ID, axis=1) > 0
+    return tokens.at[:, 1:].set(jnp.where(ended, PAD_ID, tokens[:, 1:]))

@@ -38,7 +38,8 @@ class NonFiniteError(FloatingPointError):
   """A non-finite loss or gradient, with nan_policy='stop'."""
 
 
-def _make_workdir(workdir: str) -> str:
+def _make_workdir(workdir: str) -> tuple[str, bool]:
+  """(absolute path, whether this call created it); checks it is writable."""
   if '://' in str(workdir):
     # Config, metrics and image files go through the local file API, which
     # would make a local directory named after the URL.
@@ -48,6 +49,7 @@ def _make_workdir(workdir: str) -> str:
         'every host (gcsfuse --implicit-dirs --rename-dir-limit=200000 '
         'BUCKET /mnt/BUCKET) and --workdir=/mnt/BUCKET/...')
   workdir = os.path.abspath(os.path.expanduser(str(workdir)))
+  created = not os.path.exists(workdir)
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
@@ -57,7 +59,16 @@ def _make_workdir(workdir: str) -> str:
   except OSError as e:
     raise ConfigError(f'workdir {workdir} cannot be written ({e.strerror}); '
                       'pass a --workdir you can write to') from None
-  return workdir
+  return workdir, created
+
+
+def _remove_empty_dirs(top: str) -> None:
+  """Removes `top` and the directories under it, if they hold no file."""
+  for root, _, _ in os.walk(top, topdown=False):
+    try:
+      os.rmdir(root)  # Fails, and so keeps it, unless it is empty.
+    except OSError:
+      pass
 
 
 def _bytes_per_device(tree: Any) -> int:
@@ -119,18 +130,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     over log windows after the first).
 
   Raises:
-    ConfigError: for mistakes in the config or workdir (nothing is written).
+    ConfigError: for mistakes in the config or workdir (nothing is written;
+      a workdir this call created is removed again).
     Preempted: after SIGTERM/SIGINT, once the current step is checkpointed.
     NonFiniteError: a non-finite loss or gradient with nan_policy='stop'.
     checkpoint.SaveError: a checkpoint could not be written (disk full).
   """
   start_time = time.time()
   validate_config(config)
-  workdir = _make_workdir(workdir)
+  workdir, created = _make_workdir(workdir)
+  try:
+    return _train_and_evaluate(config, workdir, devices, start_time)
+  except ConfigError:
+    if created:  # A mistake found before the run wrote anything.
+      _remove_empty_dirs(workdir)
+    raise
+
+
+def _train_and_evaluate(config, workdir, devices, start_time):
   use_pmap = config.get('parallelism', 'jit') == 'pmap'
   per_call = config.get('steps_per_dispatch', 1)
   compute_dtype = config.get('compute_dtype') or None
   microbatches = config.get('microbatches', 1)
+  # Fine-tuning: a fresh run starts from another run's params, and reads
+  # text with that run's tokenizer (its embedding rows are those ids). A
+  # resumed run needs neither.
+  init_from = config.get('init_from') or None
+  if ckpt.latest_step(os.path.join(workdir, 'checkpoints')) is not None:
+    init_from = None
+  init_workdir = ckpt.run_checkpoints(init_from)[0] if init_from else None
 
   # Mesh
   mesh = mesh_lib.make_mesh(config.mesh, devices)
@@ -154,7 +182,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         'fsdp or tensor alone')
 
   # Data
-  sources = pipeline.load_sources(config.dataset, workdir)
+  sources = pipeline.load_sources(config.dataset, workdir,
+                                  init_from=init_workdir)
   preprocess = pipeline.make_preprocess(config.dataset)
   train_iter = pipeline.train_iterator(
       sources.train, preprocess, seed=config.seed,
@@ -181,6 +210,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     restored = ckpt.restore_latest(manager, target)
     if restored is None:
       state = init_fn(rng)
+      if init_from:
+        params, report = ckpt.load_params(init_from, state.params)
+        state = state.replace(params=params)
+        logging.info('init_from %s: loaded %d parameters; kept as initialised: '
+                     '%s; not used: %s', init_workdir, len(report['loaded']),
+                     ', '.join(report['kept']) or 'none',
+                     ', '.join(report['unused']) or 'none')
     else:
       state, data_state, _ = restored
       train_iter.set_state(data_state)
@@ -250,9 +286,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       new_sums = jax.jit(lambda: step_lib.no_metrics(metric_shapes),
                          out_shardings=mesh_lib.replicated(mesh))
       unreplicate = lambda tree: tree
-    # Tasks that generate (a GAN) show samples at every eval.
+    # Tasks that generate (a GAN, an LM) show samples at every eval.
     sample_fn = (jax.jit(task.samples, out_shardings=mesh_lib.replicated(mesh))
                  if hasattr(task, 'samples') else None)
+
+    def write_samples(step):
+      samples = np.asarray(sample_fn(host_state().params,
+                                     jax.random.fold_in(rng, step)))
+      if sources.tokenizer is None:
+        writer.write_images(step, 'samples', samples)
+      else:
+        writer.write_texts(step, 'samples',
+                           [sources.tokenizer.decode(s) for s in samples])
 
     def host_state():
       """The state as jit/Orbax see it (pmap keeps one copy per device)."""
@@ -360,8 +405,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           final = evaluate(host_state().params)
           writer.write(step, 'eval', final)
           if sample_fn is not None:
-            writer.write_images(step, 'samples', np.asarray(sample_fn(
-                host_state().params, jax.random.fold_in(rng, step))))
+            write_samples(step)
         if step % config.checkpoint_every == 0 or is_last or preempted:
           save(step)
         if preempted:

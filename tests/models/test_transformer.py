@@ -7,6 +7,7 @@ import functools
 
 import chex
 import flax.linen as nn
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -256,3 +257,31 @@ def test_sequence_longer_than_max_len_fails_with_the_fix():
   model = GPTLM(vocab_size=20, **TINY)
   with pytest.raises(ConfigError, match='exceeds max_len 12; raise max_len'):
     model.init(jax.random.key(0), _tokens(1, 13))
+
+
+def test_bert_mlm_shares_the_classifiers_encoder_names_and_masks_tokens():
+  kw = dict(vocab_size=40, num_layers=2, d_model=16, num_heads=2, mlp_dim=32,
+            max_len=12, dropout_rate=0.0)
+  tokens = jnp.asarray(np.random.default_rng(0).integers(2, 40, (2, 12)))
+  mlm = build_model({'name': 'bert_mlm', **kw})
+  clf = build_model({'name': 'bert', 'num_classes': 3, **kw})
+  masked = jnp.zeros((2, 12), bool).at[:, 3].set(True)
+  mlm_params = nn.unbox(mlm.init(jax.random.key(0), tokens, masked))['params']
+  clf_params = nn.unbox(clf.init(jax.random.key(0), tokens))['params']
+  shapes = lambda p: {k: v.shape for k, v in
+                      flax.traverse_util.flatten_dict(p, sep='/').items()}
+  mlm_shapes, clf_shapes = shapes(mlm_params), shapes(clf_params)
+  common = set(mlm_shapes) & set(clf_shapes)
+  assert {k.split('/')[0] for k in common} == {'embed', 'positions', 'encoder'}
+  assert all(mlm_shapes[k] == clf_shapes[k] for k in common)
+  assert {k.split('/')[0] for k in set(mlm_shapes) - common} == {
+      'mask_embedding', 'mlm_transform', 'mlm_norm', 'mlm_bias'}
+  assert {k.split('/')[0] for k in set(clf_shapes) - common} == {'head'}
+
+  apply = lambda t: mlm.apply({'params': mlm_params}, t, masked)
+  logits = apply(tokens)
+  chex.assert_shape(logits, (2, 12, 40))
+  assert logits.dtype == jnp.float32
+  # A masked position's token is hidden: changing it changes no logit.
+  np.testing.assert_array_equal(apply(tokens.at[:, 3].set(5)), logits)
+  assert not np.allclose(apply(tokens.at[:, 4].set(5)), logits)

@@ -9,8 +9,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from bigml_jax import train_and_evaluate
+from bigml_jax import ConfigError, train_and_evaluate
 from bigml_jax.data import text as text_lib
+from bigml_jax.tasks import build_task
 
 
 def _train_losses(workdir):
@@ -126,3 +127,84 @@ def test_text_run_keeps_its_tokenizer_for_the_resume(tiny_config, tmp_path,
   monkeypatch.setattr(text_lib, 'train_tokenizer', no_training)
   config.total_steps = 4
   assert train_and_evaluate(config, tmp_path)['step'] == 4
+
+
+def test_init_from_fine_tunes_a_pretrained_encoder(tiny_config, tmp_path,
+                                                   monkeypatch):
+  """An MLM run's encoder, and its tokenizer, start a classifier run; the
+  classifier's new head is initialised, and a resume ignores init_from."""
+  encoder = {'num_layers': 1, 'd_model': 16, 'num_heads': 2, 'mlp_dim': 32,
+             'max_len': 32, 'dropout_rate': 0.0}
+  pre = tiny_config(total_steps=3, eval_every=3, checkpoint_every=3,
+                    task='mlm')
+  pre.model = ml_collections.ConfigDict({'name': 'bert_mlm', **encoder})
+  pre.dataset.name = 'fortunes'
+  pre.dataset.tokenizer = 'char'
+  pre.dataset.max_length = 32
+  train_and_evaluate(pre, tmp_path / 'pre', devices=jax.devices()[:1])
+
+  def no_training(*args, **kwargs):
+    raise AssertionError("fine-tuning must read the pretrained run's tokenizer")
+  monkeypatch.setattr(text_lib, 'train_tokenizer', no_training)
+  tune = tiny_config(total_steps=2, eval_every=2, checkpoint_every=1)
+  tune.model = ml_collections.ConfigDict(
+      {'name': 'bert', 'pooling': 'mean', **encoder})
+  tune.dataset = pre.dataset
+  # Learning rate 0: the saved step-1 params are the loaded ones.
+  tune.optimizer.learning_rate = 0.0
+  tune.init_from = str(tmp_path / 'pre')
+  train_and_evaluate(tune, tmp_path / 'tune', devices=jax.devices()[:1])
+
+  assert ((tmp_path / 'tune' / 'tokenizer.json').read_text() ==
+          (tmp_path / 'pre' / 'tokenizer.json').read_text())
+  pre_params, tuned = _params(tmp_path / 'pre', 3), _params(tmp_path / 'tune', 1)
+  for name in ('embed', 'positions', 'encoder'):
+    _assert_trees_close(tuned[name], pre_params[name], rtol=0, atol=0)
+  assert 'head' in tuned and 'mlm_bias' not in tuned
+
+  # A resumed run continues from its own checkpoint: init_from is not read.
+  tune.total_steps = 3
+  tune.init_from = str(tmp_path / 'gone')
+  result = train_and_evaluate(tune, tmp_path / 'tune',
+                              devices=jax.devices()[:1])
+  assert result['step'] == 3
+  with pytest.raises(ConfigError, match='gone holds no checkpoint'):
+    train_and_evaluate(tune, tmp_path / 'fresh', devices=jax.devices()[:1])
+
+
+def test_a_config_mistake_leaves_no_new_workdir(tiny_config, tmp_path):
+  with pytest.raises(ConfigError, match="model.name 'resnet' is unknown"):
+    train_and_evaluate(tiny_config(**{'model.name': 'resnet'}),
+                       tmp_path / 'new')
+  assert not os.path.exists(tmp_path / 'new')
+  # A workdir that was there already stays, with what it held.
+  (tmp_path / 'old').mkdir()
+  (tmp_path / 'old' / 'notes.txt').write_text('mine')
+  with pytest.raises(ConfigError, match="model.name 'resnet' is unknown"):
+    train_and_evaluate(tiny_config(**{'model.name': 'resnet'}),
+                       tmp_path / 'old')
+  assert os.listdir(tmp_path / 'old') == ['notes.txt']
+
+
+def test_an_lm_run_writes_the_samples_its_params_draw(tiny_config, tmp_path):
+  config = tiny_config(total_steps=4, eval_every=2, checkpoint_every=4,
+                       task='lm')
+  config.model = ml_collections.ConfigDict(
+      {'name': 'gpt', 'num_layers': 1, 'd_model': 16, 'num_heads': 2,
+       'mlp_dim': 32, 'max_len': 16})
+  config.dataset.name = 'kjv_bible'
+  config.dataset.tokenizer = 'char'
+  config.dataset.max_length = 16
+  train_and_evaluate(config, tmp_path, devices=jax.devices()[:1])
+
+  assert sorted(f for f in os.listdir(tmp_path) if f.startswith('samples')) == [
+      'samples_000002.txt', 'samples_000004.txt']
+  written = (tmp_path / 'samples_000004.txt').read_text()
+  tokenizer = text_lib.load_tokenizer(str(tmp_path / 'tokenizer.json'))
+  task = build_task(config, vocab_size=tokenizer.vocab_size)
+  ids = task.samples(_params(tmp_path, 4),
+                     jax.random.fold_in(jax.random.PRNGKey(config.seed), 4))
+  assert ids.shape == (4, 16) and (ids[:, 0] == text_lib.EOS_ID).all()
+  expected = [tokenizer.decode(np.asarray(row)) for row in ids]
+  assert written == ''.join(f'--- {i}\n{t}\n' for i, t in enumerate(expected))
+  assert any(expected)  # Four empty documents would test nothing.

@@ -1,0 +1,66 @@
+"""Sampling from causal LMs: temperature and top-k, in one compiled loop.
+
+`generate` runs the model over the whole [B, P + N] buffer once per new
+token, reading the logits at the last filled position. Causality makes the
+unfilled (zero) positions to the right invisible, so no cache is needed;
+each token costs a full forward pass, which is cheap at the lengths a
+research LM trains on here (a KV cache would make it one position's work).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bigml_jax.errors import ConfigError
+
+
+def sample_logits(logits_BxV: jax.Array, rng: jax.Array, *,
+                  temperature: float = 1.0, top_k: int = 0) -> jax.Array:
+  """Next token ids [B] from logits [B, V]: argmax at temperature 0, else a
+  draw from softmax(logits / temperature) over the top_k largest (0 = all)."""
+  if temperature == 0:
+    return logits_BxV.argmax(-1).astype(jnp.int32)
+  logits_BxV = logits_BxV.astype(jnp.float32) / temperature
+  if top_k:
+    kth_Bx1 = jax.lax.top_k(logits_BxV, top_k)[0][:, -1:]
+    logits_BxV = jnp.where(logits_BxV < kth_Bx1, -jnp.inf, logits_BxV)
+  return jax.random.categorical(rng, logits_BxV).astype(jnp.int32)
+
+
+def generate(model: nn.Module, params: Any, prompt_BxP: jax.Array,
+             rng: jax.Array, *, num_tokens: int, temperature: float = 1.0,
+             top_k: int = 0) -> jax.Array:
+  """Extends each prompt by `num_tokens` sampled tokens.
+
+  Args:
+    model: a causal LM, `model.apply({'params': params}, tokens [B, L])`
+      -> logits [B, L, vocab], whose logits at t read tokens <= t only
+      (e.g. `GPTLM`); P + num_tokens must fit its `max_len`, if it has one.
+    params: the model's params.
+    prompt_BxP: int token ids [B, P], P >= 1 (e.g. EOS to start a document).
+    rng: PRNG key; unused at temperature 0.
+    num_tokens: how many tokens to add.
+    temperature, top_k: see `sample_logits`.
+
+  Returns:
+    int32 [B, P + num_tokens]: the prompts followed by their continuations.
+  """
+  batch, prompt_len = prompt_BxP.shape
+  total = prompt_len + num_tokens
+  max_len = getattr(model, 'max_len', None)
+  if prompt_len < 1 or (max_len is not None and total > max_len):
+    raise ConfigError(f'a prompt of {prompt_len} tokens plus {num_tokens} new '
+                      f'ones must be 1 to {max_len} tokens (the model\'s '
+                      'max_len); sample fewer tokens')
+  tokens_BxT = jnp.zeros((batch, total), jnp.int32).at[:, :prompt_len].set(
+      prompt_BxP.astype(jnp.int32))
+
+  def add_token(t, tokens_BxT):
+    logits_BxTxV = model.apply({'params': params}, tokens_BxT)
+    next_B = sample_logits(logits_BxTxV[:, t - 1], jax.random.fold_in(rng, t),
+                           temperature=temperature, top_k=top_k)
+    return tokens_BxT.at[:, t].set(next_B)
+
+  return jax.lax.fori_loop(prompt_len, total, add_token, tokens_BxT)

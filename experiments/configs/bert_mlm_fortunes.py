@@ -1,0 +1,31 @@
+"""Masked-LM pretraining of `bert_fortunes.py`'s encoder on the fortunes text.
+
+BERT's recipe: 15% of the tokens chosen, 80% of those masked, 10% replaced,
+10% kept; the labels are not used. The encoder (same sizes and parameter
+names as the classifier's) then starts a fine-tuning run:
+
+  python -m experiments.run --config=experiments/configs/bert_mlm_fortunes.py \
+      --workdir=/tmp/bigml/bert_mlm_fortunes
+  python -m experiments.run --config=experiments/configs/bert_fortunes.py \
+      --workdir=/tmp/bigml/bert_fortunes_ft \
+      --config.init_from=/tmp/bigml/bert_mlm_fortunes
+
+Result: RESULT
+"""
+
+import ml_collections
+
+from experiments.configs import bert_fortunes
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = bert_fortunes.get_config()
+  config.task = 'mlm'
+  config.model.name = 'bert_mlm'
+  del config.model['pooling']
+  config.total_steps = 2000
+  config.eval_every = 500
+  config.checkpoint_every = 1000
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.warmup_steps = 200
+  return config

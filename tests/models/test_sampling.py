@@ -1,0 +1,78 @@
+"""generate / sample_logits: greedy, temperature and top-k draws, limits."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bigml_jax import ConfigError
+from bigml_jax.models import build_model
+from bigml_jax.models.sampling import generate, sample_logits
+from bigml_jax.tasks import LMTask
+
+V = 5
+
+
+class Successor(nn.Module):
+  """Causal toy LM: after token x it predicts (x + 1) % V, surely."""
+  max_len: int = 8
+
+  @nn.compact
+  def __call__(self, tokens, *, train=False):
+    del train
+    self.param('unused', nn.initializers.zeros_init(), (1,))
+    return 20.0 * jax.nn.one_hot((tokens + 1) % V, V)
+
+
+def test_greedy_continues_each_prompt():
+  out = generate(Successor(), {'unused': jnp.zeros(1)},
+                 jnp.array([[3], [0]]), jax.random.key(0), num_tokens=5,
+                 temperature=0.0)
+  np.testing.assert_array_equal(out, [[3, 4, 0, 1, 2, 3], [0, 1, 2, 3, 4, 0]])
+  assert out.dtype == jnp.int32
+
+
+@pytest.mark.parametrize('temperature', [1.0, 0.5])
+def test_draws_follow_the_tempered_softmax(temperature):
+  logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+  draws = jax.vmap(lambda k: sample_logits(logits, k, temperature=temperature)
+                  )(jax.random.split(jax.random.key(0), 20000))[:, 0]
+  freq = np.bincount(np.asarray(draws), minlength=4) / 20000
+  expected = np.asarray(jax.nn.softmax(logits[0] / temperature))
+  np.testing.assert_allclose(freq, expected, atol=0.015)
+
+
+def test_top_k_draws_only_the_k_largest():
+  logits = jnp.array([[0.0, 3.0, 1.0, 2.9]])
+  draws = jax.vmap(lambda k: sample_logits(logits, k, top_k=2))(
+      jax.random.split(jax.random.key(1), 2000))[:, 0]
+  assert set(np.asarray(draws).tolist()) == {1, 3}
+  assert sample_logits(logits, jax.random.key(2), top_k=1)[0] == 1
+
+
+def test_a_gpt_extends_its_prompt_within_max_len():
+  model = build_model({'name': 'gpt', 'vocab_size': 11, 'num_layers': 1,
+                       'd_model': 16, 'num_heads': 2, 'mlp_dim': 32,
+                       'max_len': 10})
+  prompt = jnp.array([[1, 4, 5], [1, 2, 3]])
+  params = model.init(jax.random.key(0), prompt)['params']
+  params = nn.unbox(params)
+  out = generate(model, params, prompt, jax.random.key(3), num_tokens=7)
+  assert out.shape == (2, 10)
+  np.testing.assert_array_equal(out[:, :3], prompt)
+  assert 0 <= int(out.min()) and int(out.max()) < 11
+  # A causal model's first new token depends on the prompt alone.
+  greedy = generate(model, params, prompt, jax.random.key(3), num_tokens=7,
+                    temperature=0.0)
+  first = model.apply({'params': params}, prompt)[:, -1].argmax(-1)
+  np.testing.assert_array_equal(greedy[:, 3], first)
+  with pytest.raises(ConfigError, match="1 to 10 tokens .the model's max_len"):
+    generate(model, params, prompt, jax.random.key(3), num_tokens=8)
+
+
+def test_lm_samples_start_at_eos_and_end_at_the_next_one():
+  task = LMTask(Successor(max_len=8), num_samples=2)
+  out = task.samples({'unused': jnp.zeros(1)}, jax.random.key(0))
+  # Successor's draws are certain: EOS 2 3 4 PAD EOS ..., cut after EOS.
+  np.testing.assert_array_equal(out, [[1, 2, 3, 4, 0, 0, 0, 0]] * 2)
