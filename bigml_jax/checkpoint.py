@@ -13,6 +13,7 @@ onto another mesh layout (Orbax reshards while reading).
 """
 
 import os
+import re
 import time
 from typing import Any
 
@@ -190,14 +191,22 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any
 
 
 def run_checkpoints(source: str) -> tuple[str, str, int]:
-  """(workdir, checkpoint directory, newest step) of the run in `source`, a
-  run's workdir or its checkpoints/ directory. Raises ConfigError if it
-  holds no checkpoint."""
+  """(workdir, checkpoint directory, step) of `source`: a run's workdir or
+  its checkpoints/ directory (the newest step), or one numbered step
+  directory in it. Raises ConfigError if it holds no checkpoint."""
+  if '://' in str(source):
+    raise ConfigError(f'init_from {source}: URLs are not supported yet; pass '
+                      'a directory, e.g. the bucket mounted with gcsfuse')
   source = os.path.abspath(os.path.expanduser(str(source)))
-  directory = os.path.join(source, 'checkpoints')
-  if os.path.basename(source) == 'checkpoints' or not os.path.isdir(directory):
-    directory = source
-  step = latest_step(directory)
+  if (os.path.basename(source).isdigit() and
+      os.path.isdir(os.path.join(source, 'state'))):
+    directory, step = os.path.dirname(source), int(os.path.basename(source))
+  else:
+    directory = os.path.join(source, 'checkpoints')
+    if (os.path.basename(source) == 'checkpoints' or
+        not os.path.isdir(directory)):
+      directory = source
+    step = latest_step(directory)
   if step is None:
     raise ConfigError(f'init_from {source} holds no checkpoint; pass the '
                       'workdir of a run that saved one (its checkpoints/ has '
@@ -216,24 +225,33 @@ def latest_step(directory: str) -> int | None:
   return max(steps, default=None)
 
 
-def load_params(source: str, params: Any) -> tuple[Any, dict[str, list[str]]]:
-  """`params` with each leaf that the newest checkpoint in `source` holds at
-  the same path and shape read from it: fine-tuning from a pretrained run
-  (big_vision's model_init, MaxText's load_parameters_path).
+def load_params(source: str, params: Any, skip: str | None = None
+                ) -> tuple[Any, dict[str, list[str]]]:
+  """`params` read from the checkpoint in `source`, but for the names that
+  match `skip`: fine-tuning from a pretrained run (big_vision's model_init
+  with dont_load, MaxText's load_parameters_path).
 
-  `source` is a run's workdir or its checkpoints/ directory. Leaves are read
-  onto `params`' shardings and dtypes; the checkpoint's other leaves (a
-  pretraining head, the optimizer state) are not read, and leaves of
-  `params` that it lacks or holds in another shape (a new head) keep their
-  values. Nothing in `source` is written.
+  `source` is as in `run_checkpoints`. Every leaf of `params` must be in the
+  checkpoint, at the same name (e.g. 'encoder/block_0/mlp/hidden/kernel')
+  and shape, unless `skip` (a regex, `re.search`ed in each name; e.g.
+  '^head/' for a new classifier head) matches its name: those keep their
+  values. Leaves are read onto `params`' shardings and dtypes; the
+  checkpoint's other leaves (a pretraining head, the optimizer state) are
+  not read. Nothing in `source` is written.
 
   Returns:
-    (params, report): report['loaded'], report['kept'] ('name: why') and
+    (params, report): report['loaded'], report['skipped'] and
     report['unused'] (checkpoint parameters not read), as names.
 
   Raises:
-    ConfigError: `source` holds no checkpoint, or none of `params`' leaves.
+    ConfigError: `source` holds no checkpoint, or lacks a parameter that
+      `skip` does not match, or holds it in another shape.
   """
+  try:
+    skip_re = re.compile(skip) if skip else None
+  except re.error as e:
+    raise ConfigError(f'init_skip {skip!r} is not a regular expression '
+                      f'({e}); e.g. ^head/') from None
   _, directory, step = run_checkpoints(source)
   step_dir = os.path.join(directory, str(step))
   state_dir = epath.Path(step_dir) / 'state'
@@ -241,7 +259,7 @@ def load_params(source: str, params: Any) -> tuple[Any, dict[str, list[str]]]:
   # looking for (and warning about) step-level metadata there.
   handler = ocp.PyTreeCheckpointHandler()
   try:
-    return _load_matching(handler, state_dir, params)
+    return _load_matching(handler, state_dir, params, skip_re)
   except ConfigError:
     raise
   except Exception as e:  # pylint: disable=broad-except
@@ -253,28 +271,40 @@ def load_params(source: str, params: Any) -> tuple[Any, dict[str, list[str]]]:
 
 
 def _load_matching(handler: ocp.PyTreeCheckpointHandler, state_dir: epath.Path,
-                   params: Any) -> tuple[Any, dict[str, list[str]]]:
+                   params: Any, skip_re: re.Pattern | None
+                   ) -> tuple[Any, dict[str, list[str]]]:
   stored = _shapes(handler.metadata(state_dir).tree)
   stored = {k[len('params/'):]: v for k, v in stored.items()
             if k.startswith('params/')}
   leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   names = [_path_str(path) for path, _ in leaves]
-  report = {'loaded': [], 'kept': [], 'unused': []}
-  wanted = {}
+  report = {'loaded': [], 'skipped': [], 'unused': []}
+  wanted, misfits = {}, []
   for name, (_, x) in zip(names, leaves):
-    if stored.get(name) == tuple(x.shape):
+    if skip_re is not None and skip_re.search(name):
+      report['skipped'].append(name)
+    elif stored.get(name) == tuple(x.shape):
       report['loaded'].append(name)
       wanted[tuple(name.split('/'))] = jax.ShapeDtypeStruct(
           x.shape, x.dtype, sharding=x.sharding)
     else:
-      report['kept'].append(f'{name}: ' + (
-          'not in the checkpoint' if name not in stored else
-          f'{stored[name]} in the checkpoint, {tuple(x.shape)} here'))
+      misfits.append(f'{name} ' + (
+          'absent' if name not in stored else
+          f'{stored[name]} there, {tuple(x.shape)} here'))
+  if misfits:
+    shown = ', '.join(misfits[:3]) + (
+        f' and {len(misfits) - 3} more' if len(misfits) > 3 else '')
+    raise ConfigError(
+        f'init_from: checkpoint {state_dir.parent} does not hold '
+        f'{len(misfits)} parameter(s) of this model as they are here: '
+        f'{shown}; keep them as initialised with config.init_skip (a regex '
+        "of names, e.g. '^head/'), or match the model to that run's")
   report['unused'] = sorted(set(stored) - set(report['loaded']))
+  if report['skipped'] and not wanted:
+    raise ConfigError(f'init_from: init_skip {skip_re.pattern!r} matches '
+                      'every parameter, so nothing would be loaded; narrow it')
   if not wanted:
-    raise ConfigError(f'init_from: checkpoint {state_dir.parent} holds none '
-                      "of this model's parameters (by name and shape); pass "
-                      'a run of the same model family')
+    return params, report
   item = {'params': flax.traverse_util.unflatten_dict(wanted)}
   restored = handler.restore(state_dir, args=ocp.args.PyTreeRestore(
       item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),

@@ -29,7 +29,8 @@ REQUIRED_FIELDS = (
 # steps_per_dispatch 1 (K train steps per compiled call, for tiny steps);
 # compute_dtype None (= params' float32) | 'bfloat16'; nan_policy 'stop' |
 # 'skip'; logical_axis_rules (bigml_jax.parallel.mesh.DEFAULT_RULES);
-# init_from None | a run's workdir to fine-tune from (checkpoint.load_params).
+# init_from None | a run's workdir to fine-tune from, init_skip None | a
+# regex of parameter names to keep as initialised (checkpoint.load_params).
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
 SCHEDULES = ('constant', 'cosine', 'linear')
 

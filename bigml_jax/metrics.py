@@ -122,7 +122,11 @@ class MetricWriter:
     body = ''.join(f'--- {i}\n{text}\n' for i, text in enumerate(texts))
     with open(os.path.join(self._workdir, f'{name}_{step:06d}.txt'), 'w') as f:
       f.write(body)
-    self._tb.add_text(name, body, step)
+    # TensorBoard renders Markdown: indented, each sample is shown verbatim.
+    self._tb.add_text(name, '\n\n'.join(
+        f'sample {i}:\n\n' + '\n'.join('    ' + line
+                                         for line in text.split('\n'))
+        for i, text in enumerate(texts)), step)
     logging.info('step %d %s[0] %r', step, name, texts[0] if texts else '')
 
   def advance(self, step: int) -> None:

@@ -1,6 +1,7 @@
 """Checkpoint helpers used alone, outside the training loop."""
 
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -58,10 +59,11 @@ def _files(directory):
   return out
 
 
-def test_load_params_reads_what_fits_onto_the_targets_shardings(tmp_path):
-  """A pretraining run's encoder into a model with a new head: leaves with
-  the same name and shape are read (onto the target's sharding), the rest
-  keep their values, and the source is left as it was."""
+def test_load_params_reads_onto_the_targets_shardings_but_for_skipped(
+    tmp_path):
+  """A pretraining run's encoder into a model with a new head and another
+  vocabulary: those two are skipped by name, the rest is read onto the
+  target's sharding, and the source is left as it was."""
   rng = np.random.default_rng(0)
   saved = {'encoder': {'w': rng.normal(size=(8, 4)).astype(np.float32)},
            'embed': rng.normal(size=(10, 4)).astype(np.float32),
@@ -75,32 +77,42 @@ def test_load_params_reads_what_fits_onto_the_targets_shardings(tmp_path):
   mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(4, 2), ('a', 'b'))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('a', 'b'))
   target = {'encoder': {'w': jax.device_put(jnp.zeros((8, 4)), sharding)},
-            'embed': jnp.ones((12, 4)),  # Another vocabulary: kept.
+            'embed': jnp.ones((12, 4)),  # Another vocabulary.
             'head': {'kernel': jnp.full((4, 3), 2.0)}}
-  params, report = ckpt.load_params(str(tmp_path / 'pre'), target)
+  with pytest.raises(ConfigError, match=re.escape(
+      'does not hold 2 parameter(s) of this model as they are here: embed '
+      '(10, 4) there, (12, 4) here, head/kernel absent; keep them as '
+      "initialised with config.init_skip (a regex of names, e.g. '^head/')")):
+    ckpt.load_params(str(tmp_path / 'pre'), target)
 
+  params, report = ckpt.load_params(str(tmp_path / 'pre'), target,
+                                    skip='^(head|embed)')
   np.testing.assert_array_equal(params['encoder']['w'], saved['encoder']['w'])
   assert params['encoder']['w'].sharding == sharding
   np.testing.assert_array_equal(params['embed'], np.ones((12, 4)))
   np.testing.assert_array_equal(params['head']['kernel'], np.full((4, 3), 2.0))
-  assert report == {
-      'loaded': ['encoder/w'],
-      'kept': ['embed: (10, 4) in the checkpoint, (12, 4) here',
-               'head/kernel: not in the checkpoint'],
-      'unused': ['embed', 'mlm_bias']}
+  assert report == {'loaded': ['encoder/w'],
+                    'skipped': ['embed', 'head/kernel'],
+                    'unused': ['embed', 'mlm_bias']}
   assert _files(tmp_path / 'pre') == before
-  # The checkpoints directory itself names the run as well.
-  again, _ = ckpt.load_params(str(tmp_path / 'pre' / 'checkpoints'), target)
-  np.testing.assert_array_equal(again['encoder']['w'], saved['encoder']['w'])
+  # The checkpoints directory, or one step in it, names the run as well.
+  for source in ('pre/checkpoints', 'pre/checkpoints/5'):
+    again, _ = ckpt.load_params(str(tmp_path / source), target, '^(head|em)')
+    np.testing.assert_array_equal(again['encoder']['w'], saved['encoder']['w'])
 
 
-def test_load_params_refuses_a_run_without_checkpoints_or_in_common(tmp_path):
+def test_load_params_refuses_what_cannot_start_a_run(tmp_path):
   with pytest.raises(ConfigError, match=r'init_from .*empty holds no '
                      r'checkpoint; pass the workdir of a run that saved one'):
     ckpt.load_params(str(tmp_path / 'empty'), {'w': jnp.zeros(2)})
+  with pytest.raises(ConfigError, match='init_from gs://b/run: URLs are not '
+                     'supported yet'):
+    ckpt.load_params('gs://b/run', {'w': jnp.zeros(2)})
   manager = ckpt.make_manager(str(tmp_path / 'other'), 2)
   ckpt.save(manager, 1, {'params': {'w': jnp.zeros(3)}})
   ckpt.close(manager)
-  with pytest.raises(ConfigError, match="holds none of this model's "
-                     'parameters'):
-    ckpt.load_params(str(tmp_path / 'other'), {'w': jnp.zeros(2)})
+  with pytest.raises(ConfigError, match="init_skip '.' matches every "
+                     'parameter'):
+    ckpt.load_params(str(tmp_path / 'other'), {'w': jnp.zeros(2)}, skip='.')
+  with pytest.raises(ConfigError, match=r"init_skip '\(' is not a regular "):
+    ckpt.load_params(str(tmp_path / 'other'), {'w': jnp.zeros(2)}, skip='(')

@@ -19,11 +19,12 @@ from bigml_jax.errors import ConfigError
 def sample_logits(logits_BxV: jax.Array, rng: jax.Array, *,
                   temperature: float = 1.0, top_k: int = 0) -> jax.Array:
   """Next token ids [B] from logits [B, V]: argmax at temperature 0, else a
-  draw from softmax(logits / temperature) over the top_k largest (0 = all)."""
+  draw from softmax(logits / temperature) over the top_k largest (0 = all;
+  logits tied with the k-th largest stay in)."""
   if temperature == 0:
     return logits_BxV.argmax(-1).astype(jnp.int32)
   logits_BxV = logits_BxV.astype(jnp.float32) / temperature
-  if top_k:
+  if 0 < top_k < logits_BxV.shape[-1]:
     kth_Bx1 = jax.lax.top_k(logits_BxV, top_k)[0][:, -1:]
     logits_BxV = jnp.where(logits_BxV < kth_Bx1, -jnp.inf, logits_BxV)
   return jax.random.categorical(rng, logits_BxV).astype(jnp.int32)
@@ -50,10 +51,13 @@ def generate(model: nn.Module, params: Any, prompt_BxP: jax.Array,
   batch, prompt_len = prompt_BxP.shape
   total = prompt_len + num_tokens
   max_len = getattr(model, 'max_len', None)
-  if prompt_len < 1 or (max_len is not None and total > max_len):
+  if prompt_len < 1:
+    raise ConfigError('generate needs a prompt of at least one token, e.g. '
+                      'EOS to start a document')
+  if max_len is not None and total > max_len:
     raise ConfigError(f'a prompt of {prompt_len} tokens plus {num_tokens} new '
-                      f'ones must be 1 to {max_len} tokens (the model\'s '
-                      'max_len); sample fewer tokens')
+                      f'ones exceeds the model\'s max_len {max_len}; sample '
+                      'fewer tokens')
   tokens_BxT = jnp.zeros((batch, total), jnp.int32).at[:, :prompt_len].set(
       prompt_BxP.astype(jnp.int32))
 

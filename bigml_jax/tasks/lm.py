@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bigml_jax.errors import ConfigError
 from bigml_jax.models import build_model, sampling
 
 Batch = dict[str, jax.Array]
@@ -50,14 +51,32 @@ class LMTask:
   """
   model: nn.Module
   input_key: str = 'tokens'
-  num_samples: int = 4  # Documents `samples` draws (shown at each eval).
+  # What `samples` draws (the loop shows them at each eval; 0 = none):
+  # documents of up to sample_length tokens (None = the model's max_len).
+  num_samples: int = 4
+  sample_length: int | None = None
+  temperature: float = 1.0
+  top_k: int = 0
   # Its 'count' metric counts tokens: the loop logs tokens/s from it.
   counts: str = dataclasses.field(default='tokens', init=False)
 
   @classmethod
   def from_config(cls, config, *, vocab_size: int) -> 'LMTask':
+    """`config.sampling` (optional) sets num_samples, temperature and top_k;
+    samples are as long as the training windows (`dataset.max_length`):
+    positions past those have untrained position embeddings."""
+    sampling = dict(config.get('sampling') or {})
+    unknown = sorted(set(sampling) - {'num_samples', 'temperature', 'top_k'})
+    if unknown:
+      raise ConfigError(f'sampling has no field(s) {", ".join(unknown)}; it '
+                        'takes num_samples, temperature and top_k')
+    if (sampling.get('num_samples', 0) < 0 or sampling.get('top_k', 0) < 0 or
+        sampling.get('temperature', 0) < 0):
+      raise ConfigError('sampling.num_samples, top_k and temperature must be '
+                        f'>= 0, got {sampling}')
     return cls(build_model(config.model, vocab_size=vocab_size),
-               input_key=config.dataset.get('input_key', 'tokens'))
+               input_key=config.dataset.get('input_key', 'tokens'),
+               sample_length=config.dataset.get('max_length'), **sampling)
 
   def init(self, rng: jax.Array, batch: Batch) -> Any:
     """Returns the model's params (boxed with logical axis names)."""
@@ -88,12 +107,14 @@ class LMTask:
     return summarize_tokens(sums)
 
   def samples(self, params: Any, rng: jax.Array) -> jax.Array:
-    """`num_samples` documents sampled from the model (temperature 1), each
-    begun at EOS and filling the model's `max_len`: token ids [N, max_len],
-    PAD after a document's closing EOS (`tokenizer.decode` then reads one
-    document)."""
+    """`num_samples` documents sampled from the model, each begun at EOS:
+    token ids [N, T], T = sample_length capped at the model's max_len. A
+    document's closing EOS and all after it are PAD, so `tokenizer.decode`
+    reads just that document."""
+    length = min(self.sample_length or self.model.max_len, self.model.max_len)
     prompt = jnp.full((self.num_samples, 1), EOS_ID, jnp.int32)
     tokens = sampling.generate(self.model, params, prompt, rng,
-                               num_tokens=self.model.max_len - 1)
+                               num_tokens=length - 1,
+                               temperature=self.temperature, top_k=self.top_k)
     ended = jnp.cumsum(tokens[:, 1:] == EOS_ID, axis=1) > 0
     return tokens.at[:, 1:].set(jnp.where(ended, PAD_ID, tokens[:, 1:]))

@@ -21,7 +21,8 @@ class MLMTask:
   as BERT is pretrained.
 
   Each step chooses `mask_rate` of the real (non-PAD) tokens of 'tokens'
-  [B, L] at random; of those, 80% are masked (the model sees its mask
+  [B, L] at random (the first `model.max_len` of them, if the model has a
+  `max_len`: an LM dataset's windows are one token longer); of those, 80% are masked (the model sees its mask
   embedding there), 10% are replaced by a random ordinary token and 10% are
   kept. The loss is the cross-entropy at the chosen positions only. Eval
   corrupts each batch with a key drawn from its tokens, so eval is
@@ -42,9 +43,12 @@ class MLMTask:
 
   def init(self, rng: jax.Array, batch: Batch) -> Any:
     """Returns the model's params (boxed with logical axis names)."""
-    tokens = batch[self.input_key]
+    tokens = self._tokens(batch)
     return self.model.init({'params': rng}, tokens, tokens == PAD_ID,
                            train=False)['params']
+
+  def _tokens(self, batch: Batch) -> jax.Array:
+    return batch[self.input_key][:, :getattr(self.model, 'max_len', None)]
 
   def corrupt(self, tokens: jax.Array, rng: jax.Array
               ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -67,7 +71,7 @@ class MLMTask:
                        train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean loss per chosen token, and metric *sums* ('loss_sum', 'correct',
     'count': chosen tokens in rows with mask 1)."""
-    tokens = batch[self.input_key]
+    tokens = self._tokens(batch)
     if not train:
       # The eval step passes one fixed key; vary the corruption by batch.
       rng = jax.random.fold_in(rng, tokens.sum(dtype=jnp.int32))

@@ -154,11 +154,12 @@ def _train_and_evaluate(config, workdir, devices, start_time):
   microbatches = config.get('microbatches', 1)
   # Fine-tuning: a fresh run starts from another run's params, and reads
   # text with that run's tokenizer (its embedding rows are those ids). A
-  # resumed run needs neither.
+  # run with checkpoints of its own resumes and reads neither.
   init_from = config.get('init_from') or None
-  if ckpt.latest_step(os.path.join(workdir, 'checkpoints')) is not None:
-    init_from = None
-  init_workdir = ckpt.run_checkpoints(init_from)[0] if init_from else None
+  init_workdir = None
+  if (init_from and
+      ckpt.latest_step(os.path.join(workdir, 'checkpoints')) is None):
+    init_workdir = ckpt.run_checkpoints(init_from)[0]
 
   # Mesh
   mesh = mesh_lib.make_mesh(config.mesh, devices)
@@ -210,12 +211,14 @@ def _train_and_evaluate(config, workdir, devices, start_time):
     restored = ckpt.restore_latest(manager, target)
     if restored is None:
       state = init_fn(rng)
-      if init_from:
-        params, report = ckpt.load_params(init_from, state.params)
+      if init_from:  # Also when every own checkpoint proved unreadable.
+        params, report = ckpt.load_params(init_from, state.params,
+                                          config.get('init_skip'))
         state = state.replace(params=params)
-        logging.info('init_from %s: loaded %d parameters; kept as initialised: '
-                     '%s; not used: %s', init_workdir, len(report['loaded']),
-                     ', '.join(report['kept']) or 'none',
+        logging.info('init_from %s: loaded %d parameters; kept as initialised '
+                     '(init_skip): %s; in the checkpoint, not used: %s',
+                     init_from, len(report['loaded']),
+                     ', '.join(report['skipped']) or 'none',
                      ', '.join(report['unused']) or 'none')
     else:
       state, data_state, _ = restored
@@ -288,7 +291,7 @@ def _train_and_evaluate(config, workdir, devices, start_time):
       unreplicate = lambda tree: tree
     # Tasks that generate (a GAN, an LM) show samples at every eval.
     sample_fn = (jax.jit(task.samples, out_shardings=mesh_lib.replicated(mesh))
-                 if hasattr(task, 'samples') else None)
+                 if getattr(task, 'num_samples', 0) > 0 else None)
 
     def write_samples(step):
       samples = np.asarray(sample_fn(host_state().params,

@@ -25,9 +25,10 @@ def base(*, batch_size: int, total_steps: int, log_every: int = 100,
   config.steps_per_dispatch = 1
   config.compute_dtype = ml_collections.config_dict.placeholder(str)
   config.nan_policy = 'stop'
-  # A run's workdir whose params (where name and shape match) start this
-  # one: fine-tuning.
+  # Fine-tuning: a run's workdir (or step directory) whose params start
+  # this one, but for the names init_skip (a regex) matches.
   config.init_from = ml_collections.config_dict.placeholder(str)
+  config.init_skip = ml_collections.config_dict.placeholder(str)
   return config
 
 

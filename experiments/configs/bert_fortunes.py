@@ -26,4 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer = _common.optimizer('adamw', 5e-4, schedule='linear',
                                        warmup_steps=120, weight_decay=0.01,
                                        grad_clip_norm=1.0)
+  # With --config.init_from (bert_mlm_fortunes.py's run), the classifier
+  # head is new: everything else is loaded.
+  config.init_skip = '^head/'
   return config

@@ -23,6 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.task = 'mlm'
   config.model.name = 'bert_mlm'
   del config.model['pooling']
+  config.init_skip = None  # The classifier's; this model has no 'head'.
   config.total_steps = 2000
   config.eval_every = 500
   config.checkpoint_every = 1000

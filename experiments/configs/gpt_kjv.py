@@ -30,4 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
                                    max_length=128)
   config.optimizer = _common.optimizer('adamw', 1e-3, warmup_steps=100,
                                        weight_decay=0.01, grad_clip_norm=1.0)
+  # Each eval writes samples_STEP.txt: verses drawn from the model.
+  config.sampling = ml_collections.ConfigDict(
+      {'num_samples': 4, 'temperature': 1.0, 'top_k': 0})
   return config

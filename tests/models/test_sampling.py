@@ -67,7 +67,7 @@ def test_a_gpt_extends_its_prompt_within_max_len():
                     temperature=0.0)
   first = model.apply({'params': params}, prompt)[:, -1].argmax(-1)
   np.testing.assert_array_equal(greedy[:, 3], first)
-  with pytest.raises(ConfigError, match="1 to 10 tokens .the model's max_len"):
+  with pytest.raises(ConfigError, match="exceeds the model's max_len 10"):
     generate(model, params, prompt, jax.random.key(3), num_tokens=8)
 
 

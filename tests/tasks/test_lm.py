@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from bigml_jax import models
+from bigml_jax import ConfigError, models
 from bigml_jax.tasks import LMTask, build_task
 from bigml_jax.training import step as step_lib
 from bigml_jax.training.state import TrainState
@@ -115,3 +115,17 @@ def test_build_task_gives_the_model_the_vocab_size_and_it_learns(lm_config):
     state, metrics = train_step(state, batch)
     losses.append(float(metrics['loss_sum'] / metrics['count']))
   assert losses[-1] < 0.5 * losses[0]
+
+
+def test_sampling_comes_from_the_config(lm_config):
+  lm_config.dataset.max_length = 12
+  task = build_task(lm_config, vocab_size=7)
+  assert (task.num_samples, task.sample_length, task.temperature,
+          task.top_k) == (4, 12, 1.0, 0)
+  lm_config.sampling = {'num_samples': 0, 'temperature': 0.7, 'top_k': 5}
+  task = build_task(lm_config, vocab_size=7)
+  assert (task.num_samples, task.temperature, task.top_k) == (0, 0.7, 5)
+  lm_config.sampling = {'num_sample': 2}
+  with pytest.raises(ConfigError, match='sampling has no field.s. num_sample; '
+                     'it takes num_samples, temperature and top_k'):
+    build_task(lm_config, vocab_size=7)

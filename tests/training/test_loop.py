@@ -153,6 +153,10 @@ def test_init_from_fine_tunes_a_pretrained_encoder(tiny_config, tmp_path,
   # Learning rate 0: the saved step-1 params are the loaded ones.
   tune.optimizer.learning_rate = 0.0
   tune.init_from = str(tmp_path / 'pre')
+  with pytest.raises(ConfigError, match='head/bias absent, head/kernel absent'):
+    train_and_evaluate(tune, tmp_path / 'tune', devices=jax.devices()[:1])
+  assert not os.path.exists(tmp_path / 'tune')
+  tune.init_skip = '^head/'
   train_and_evaluate(tune, tmp_path / 'tune', devices=jax.devices()[:1])
 
   assert ((tmp_path / 'tune' / 'tokenizer.json').read_text() ==
