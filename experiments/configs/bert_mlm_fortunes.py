@@ -10,7 +10,12 @@ names as the classifier's) then starts a fine-tuning run:
       --workdir=/tmp/bigml/bert_fortunes_ft \
       --config.init_from=/tmp/bigml/bert_mlm_fortunes
 
-Result: RESULT
+Result: held-out masked-token accuracy 0.105 (loss 5.759, perplexity 317
+over a 2,048-token BPE vocabulary) after 2,000 steps, 638 s wall on a
+2-core AMD EPYC CPU, one CPU device (load 1.2-2.7), measured 2026-11-29.
+Fine-tuned from this run (the second command, 1,200 steps, 263 s), the
+classifier reaches test accuracy 0.9870 (loss 0.111), against 0.9674 (loss
+0.189) from scratch with the same config and steps.
 """
 
 import ml_collections
