@@ -190,12 +190,14 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any
   return None
 
 
-def run_checkpoints(source: str) -> tuple[str, str, int]:
+def run_checkpoints(source: str, what: str = 'init_from'
+                    ) -> tuple[str, str, int]:
   """(workdir, checkpoint directory, step) of `source`: a run's workdir or
   its checkpoints/ directory (the newest step), or one numbered step
-  directory in it. Raises ConfigError if it holds no checkpoint."""
+  directory in it. Raises ConfigError, naming `source` as `what`, if it
+  holds no checkpoint."""
   if '://' in str(source):
-    raise ConfigError(f'init_from {source}: URLs are not supported yet; pass '
+    raise ConfigError(f'{what} {source}: URLs are not supported yet; pass '
                       'a directory, e.g. the bucket mounted with gcsfuse')
   source = os.path.abspath(os.path.expanduser(str(source)))
   if (os.path.basename(source).isdigit() and
@@ -208,7 +210,7 @@ def run_checkpoints(source: str) -> tuple[str, str, int]:
       directory = source
     step = latest_step(directory)
   if step is None:
-    raise ConfigError(f'init_from {source} holds no checkpoint; pass the '
+    raise ConfigError(f'{what} {source} holds no checkpoint; pass the '
                       'workdir of a run that saved one (its checkpoints/ has '
                       'numbered step directories)')
   workdir = (os.path.dirname(directory)

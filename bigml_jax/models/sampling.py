@@ -32,7 +32,8 @@ def sample_logits(logits_BxV: jax.Array, rng: jax.Array, *,
 
 def generate(model: nn.Module, params: Any, prompt_BxP: jax.Array,
              rng: jax.Array, *, num_tokens: int, temperature: float = 1.0,
-             top_k: int = 0) -> jax.Array:
+             top_k: int = 0, stop_id: int | None = None,
+             pad_id: int = 0) -> jax.Array:
   """Extends each prompt by `num_tokens` sampled tokens.
 
   Args:
@@ -44,6 +45,8 @@ def generate(model: nn.Module, params: Any, prompt_BxP: jax.Array,
     rng: PRNG key; unused at temperature 0.
     num_tokens: how many tokens to add.
     temperature, top_k: see `sample_logits`.
+    stop_id: a token that ends a continuation (e.g. EOS): it and everything
+      sampled after it become `pad_id`.
 
   Returns:
     int32 [B, P + num_tokens]: the prompts followed by their continuations.
@@ -67,4 +70,10 @@ def generate(model: nn.Module, params: Any, prompt_BxP: jax.Array,
                            temperature=temperature, top_k=top_k)
     return tokens_BxT.at[:, t].set(next_B)
 
-  return jax.lax.fori_loop(prompt_len, total, add_token, tokens_BxT)
+  tokens_BxT = jax.lax.fori_loop(prompt_len, total, add_token, tokens_BxT)
+  if stop_id is None:
+    return tokens_BxT
+  new_BxN = tokens_BxT[:, prompt_len:]
+  stopped_BxN = jnp.cumsum(new_BxN == stop_id, axis=1) > 0
+  return tokens_BxT.at[:, prompt_len:].set(
+      jnp.where(stopped_BxN, pad_id, new_BxN))

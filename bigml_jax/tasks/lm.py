@@ -113,8 +113,7 @@ class LMTask:
     reads just that document."""
     length = min(self.sample_length or self.model.max_len, self.model.max_len)
     prompt = jnp.full((self.num_samples, 1), EOS_ID, jnp.int32)
-    tokens = sampling.generate(self.model, params, prompt, rng,
-                               num_tokens=length - 1,
-                               temperature=self.temperature, top_k=self.top_k)
-    ended = jnp.cumsum(tokens[:, 1:] == EOS_ID, axis=1) > 0
-    return tokens.at[:, 1:].set(jnp.where(ended, PAD_ID, tokens[:, 1:]))
+    return sampling.generate(self.model, params, prompt, rng,
+                             num_tokens=length - 1,
+                             temperature=self.temperature, top_k=self.top_k,
+                             stop_id=EOS_ID, pad_id=PAD_ID)

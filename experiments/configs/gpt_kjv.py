@@ -8,9 +8,18 @@ held-out perplexity per character:
 
 Result: held-out loss 1.418 per character, perplexity 4.13, next-character
 accuracy 0.583 after 1,000 steps, 334 s wall (~100 sequences/s) on a
-2-core AMD EPYC CPU, one CPU device, measured 2026-11-28. First train step
-at 7.3-7.4 s from command start (cold and warm compilation cache; a
-20-step run, load 1.9-2.3, 2026-11-29).
+2-core AMD EPYC CPU, one CPU device, measured 2026-11-28; the same figures
+again on 2026-11-29, in 301 s with the samples below (load 1.5-2.5). First
+train step at 7.3-7.4 s from command start (cold and warm compilation
+cache; a 20-step run, load 1.9-2.3, 2026-11-29).
+
+Each eval writes samples_STEP.txt (config.sampling). At step 1,000 one
+read "And Ustid the deplat overy me: for I paaste cased to able a lifuet
+also him the LORD trudims, thir shull be live als": the verse's shape and
+its common words, at this size and step count. A prompt of yours:
+
+  python -m experiments.sample --workdir=/tmp/bigml/gpt_kjv \
+      --prompt='And God said' --temperature=0.8
 """
 
 import ml_collections

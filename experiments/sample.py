@@ -1,0 +1,100 @@
+"""Samples text from a trained language model (a run with task='lm').
+
+  python -m experiments.sample --workdir=/tmp/bigml/gpt_kjv \
+      --prompt='And God said' --num_samples=3 --temperature=0.8
+
+Reads the run's config.json, tokenizer.json and its newest checkpoint (or
+--step), continues the prompt (after EOS, where documents start) and prints
+each sample under a '--- i' line. A sample ends at the model's EOS or at
+--num_tokens (default: to the end of the run's training window). Mistakes
+end in one line on stderr ("error: ...") and exit code 1.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bigml_jax import checkpoint as ckpt
+from bigml_jax.config import load_saved_config
+from bigml_jax.data import pipeline
+from bigml_jax.data import text as text_lib
+from bigml_jax.errors import ConfigError
+from bigml_jax.models import sampling
+from bigml_jax.tasks import LMTask, build_task
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a language-model '
+                               'run (python -m experiments.run ...).')
+_PROMPT = flags.DEFINE_string('prompt', '', 'Text to continue.')
+_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 4, 'Samples to draw.')
+_NUM_TOKENS = flags.DEFINE_integer(
+    'num_tokens', None, "Tokens to add (default: to the end of the run's "
+    'training window).')
+_TEMPERATURE = flags.DEFINE_float('temperature', 1.0, '0 = greedy.')
+_TOP_K = flags.DEFINE_integer('top_k', 0, 'Draw from the k likeliest tokens '
+                              '(0 = all).')
+_SEED = flags.DEFINE_integer('seed', 0, 'PRNG seed of the draws.')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the '
+                             'newest).')
+flags.mark_flags_as_required(['workdir'])
+
+
+def sample_texts(workdir: str, prompt: str = '', *, num_samples: int = 4,
+                 num_tokens: int | None = None, temperature: float = 1.0,
+                 top_k: int = 0, seed: int = 0,
+                 step: int | None = None) -> list[str]:
+  """The prompt, continued `num_samples` times by the run in `workdir`."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  if not os.path.isfile(os.path.join(workdir, 'config.json')):
+    raise ConfigError(f'{workdir} holds no config.json; pass the --workdir '
+                      'of a language-model run')
+  config = load_saved_config(workdir)
+  if config.get('task') != 'lm':
+    raise ConfigError(f"{workdir} is a {config.get('task', 'classification')} "
+                      "run; sampling needs a language model's (task='lm')")
+  source = os.path.join(workdir, 'checkpoints',
+                        *([] if step is None else [str(step)]))
+  ckpt.run_checkpoints(source, what='--workdir')  # One clear line if none.
+  tokenizer = text_lib.load_tokenizer(
+      os.path.join(workdir, pipeline.TOKENIZER_FILE))
+  task: LMTask = build_task(config, vocab_size=tokenizer.vocab_size)
+  max_len = task.model.max_len
+  ids = np.concatenate([[text_lib.EOS_ID], tokenizer.encode(prompt)])
+  room = max_len - len(ids)
+  if room < 1 or (num_tokens is not None and not 0 < num_tokens <= room):
+    raise ConfigError(
+        f'the prompt is {len(ids) - 1} tokens; with --num_tokens it must fit '
+        f"the model's {max_len} (EOS first): at most {max(room, 0)} new ones")
+  if num_tokens is None:
+    num_tokens = max(min((task.sample_length or max_len) - len(ids), room), 1)
+  example = {'tokens': jnp.zeros((1, max_len + 1), jnp.int32)}
+  params = nn.unbox(task.init(jax.random.key(0), example))
+  params, _ = ckpt.load_params(source, params)
+  tokens = sampling.generate(
+      task.model, params, jnp.asarray(np.tile(ids, (num_samples, 1))),
+      jax.random.key(seed), num_tokens=num_tokens, temperature=temperature,
+      top_k=top_k, stop_id=text_lib.EOS_ID, pad_id=text_lib.PAD_ID)
+  return [tokenizer.decode(np.asarray(row)) for row in tokens]
+
+
+def main(argv):
+  if len(argv) > 1:
+    sys.exit(f'error: unexpected arguments: {" ".join(argv[1:])}')
+  try:
+    texts = sample_texts(
+        _WORKDIR.value, _PROMPT.value, num_samples=_NUM_SAMPLES.value,
+        num_tokens=_NUM_TOKENS.value, temperature=_TEMPERATURE.value,
+        top_k=_TOP_K.value, seed=_SEED.value, step=_STEP.value)
+  except ConfigError as e:
+    sys.exit('error: ' + ' '.join(str(e).split()))
+  for i, text in enumerate(texts):
+    print(f'--- {i}\n{text}')
+
+
+if __name__ == '__main__':
+  app.run(main)
