@@ -85,6 +85,11 @@ class MultiHeadAttention(nn.Module):
     qkv_features: total width of Q, K, V over all heads (default D).
     out_features: output width (default D).
     dropout_rate: dropout on the attention weights (training only).
+    decode: autoregressive decoding with a key/value cache (the 'cache'
+      collection, sized by the [B, S_max, D] input that `init` sees): each
+      call appends its L positions' keys and values, and its queries attend
+      to every position filled so far, their own included (causal). Apply
+      with `mutable=['cache']`; `sampling.generate` does.
     implementation: 'einsum' (the reference above), 'xla' or 'cudnn'
       (`jax.nn.dot_product_attention`; 'cudnn' is the fused flash kernel on
       NVIDIA GPUs in bf16/fp16). The fused paths have no attention dropout, so
@@ -96,6 +101,7 @@ class MultiHeadAttention(nn.Module):
   out_features: int | None = None
   dropout_rate: float = 0.0
   implementation: str = 'einsum'
+  decode: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -117,11 +123,39 @@ class MultiHeadAttention(nn.Module):
     q_BxLxHxK = project('query')(x_BxLxD)
     k_BxSxHxK = project('key')(context_BxSxD)
     v_BxSxHxK = project('value')(context_BxSxD)
+    if self.decode:
+      k_BxSxHxK, v_BxSxHxK, seen = self._extend_cache(k_BxSxHxK, v_BxSxHxK)
+      if seen is not None:  # Not init, which only sizes the cache.
+        mask, causal = combine_masks(mask, seen), False
     out_BxLxHxK = self.attend(q_BxLxHxK, k_BxSxHxK, v_BxSxHxK, mask=mask,
                               causal=causal, train=train)
     out_features = self.out_features or x_BxLxD.shape[-1]
     return _dense_general(out_features, ('heads', 'kv', 'embed'), axis=(-2, -1),
                           dtype=self.dtype, name='out')(out_BxLxHxK)
+
+  def _extend_cache(self, k_BxLxHxK: jnp.ndarray, v_BxLxHxK: jnp.ndarray):
+    """(all cached keys [B, S, H, K], values, mask [1, 1, L, S] of what each
+    new query may see), after appending this call's L positions; at init,
+    the inputs as they are and no mask."""
+    initializing = self.is_initializing()
+    keys = self.variable('cache', 'cached_key', jnp.zeros,
+                         k_BxLxHxK.shape, k_BxLxHxK.dtype)
+    values = self.variable('cache', 'cached_value', jnp.zeros,
+                           v_BxLxHxK.shape, v_BxLxHxK.dtype)
+    index = self.variable('cache', 'cache_index',
+                          lambda: jnp.array(0, jnp.int32))
+    if initializing:
+      return k_BxLxHxK, v_BxLxHxK, None
+    length, start = k_BxLxHxK.shape[1], index.value
+    keys.value = jax.lax.dynamic_update_slice_in_dim(
+        keys.value, k_BxLxHxK.astype(keys.value.dtype), start, axis=1)
+    values.value = jax.lax.dynamic_update_slice_in_dim(
+        values.value, v_BxLxHxK.astype(values.value.dtype), start, axis=1)
+    index.value = start + length
+    # New query i sits at position start + i and sees keys j <= that.
+    seen_LxS = (jnp.arange(keys.value.shape[1])[None, :] <=
+                start + jnp.arange(length)[:, None])
+    return keys.value, values.value, seen_LxS[None, None]
 
   def attend(self, q_BxLxHxK: jnp.ndarray, k_BxSxHxK: jnp.ndarray,
              v_BxSxHxK: jnp.ndarray, *, mask: jnp.ndarray | None,

@@ -7,6 +7,7 @@ which no rule shards) so the mesh rules shard them like every other weight.
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -130,7 +131,9 @@ class PositionEmbed(nn.Module):
   kind: str = 'learned'
 
   @nn.compact
-  def __call__(self, x_BxLxD: jnp.ndarray) -> jnp.ndarray:
+  def __call__(self, x_BxLxD: jnp.ndarray, offset: Any = 0) -> jnp.ndarray:
+    """`offset` (an int or a traced scalar): the position of x's first row,
+    for decoding one position at a time."""
     _, length, features = x_BxLxD.shape
     if length > self.max_len:
       raise ConfigError(f'sequence length {length} exceeds max_len '
@@ -146,4 +149,5 @@ class PositionEmbed(nn.Module):
     else:
       raise ConfigError(f'position embedding {self.kind!r} is unknown; use '
                         "'learned' or 'sinusoidal'")
-    return x_BxLxD + table_LxD[None, :length].astype(x_BxLxD.dtype)
+    rows_LxD = jax.lax.dynamic_slice_in_dim(table_LxD, offset, length)
+    return x_BxLxD + rows_LxD[None].astype(x_BxLxD.dtype)

@@ -1,10 +1,10 @@
 """Sampling from causal LMs: temperature and top-k, in one compiled loop.
 
-`generate` runs the model over the whole [B, P + N] buffer once per new
-token, reading the logits at the last filled position. Causality makes the
-unfilled (zero) positions to the right invisible, so no cache is needed;
-each token costs a full forward pass, which is cheap at the lengths a
-research LM trains on here (a KV cache would make it one position's work).
+A model with a `decode` attribute (`GPTLM`) runs with its key/value cache:
+each step feeds one token and attends to the cached ones, so a token costs
+one position's work. Any other causal model is run over the whole
+[B, P + N] buffer once per new token, reading the logits at the last filled
+position (causality hides the unfilled positions to the right).
 """
 
 from typing import Any
@@ -64,13 +64,35 @@ def generate(model: nn.Module, params: Any, prompt_BxP: jax.Array,
   tokens_BxT = jnp.zeros((batch, total), jnp.int32).at[:, :prompt_len].set(
       prompt_BxP.astype(jnp.int32))
 
-  def add_token(t, tokens_BxT):
-    logits_BxTxV = model.apply({'params': params}, tokens_BxT)
-    next_B = sample_logits(logits_BxTxV[:, t - 1], jax.random.fold_in(rng, t),
-                           temperature=temperature, top_k=top_k)
-    return tokens_BxT.at[:, t].set(next_B)
+  draw = lambda logits_BxV, t: sample_logits(
+      logits_BxV, jax.random.fold_in(rng, t), temperature=temperature,
+      top_k=top_k)
 
-  tokens_BxT = jax.lax.fori_loop(prompt_len, total, add_token, tokens_BxT)
+  if hasattr(model, 'decode'):
+    decoder = model.clone(decode=True)
+    shapes = jax.eval_shape(decoder.init, jax.random.key(0), tokens_BxT)
+    cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                         shapes['cache'])
+
+    def feed_token(t, carry):
+      """Feeds token t - 1; position t gets the prompt's token or a draw."""
+      tokens_BxT, cache = carry
+      logits_Bx1xV, updates = decoder.apply(
+          {'params': params, 'cache': cache},
+          jax.lax.dynamic_slice_in_dim(tokens_BxT, t - 1, 1, axis=1),
+          mutable=['cache'])
+      next_B = jnp.where(t < prompt_len, tokens_BxT[:, t],
+                         draw(logits_Bx1xV[:, 0], t))
+      return tokens_BxT.at[:, t].set(next_B), updates['cache']
+
+    tokens_BxT, _ = jax.lax.fori_loop(1, total, feed_token, (tokens_BxT, cache))
+  else:
+
+    def add_token(t, tokens_BxT):
+      logits_BxTxV = model.apply({'params': params}, tokens_BxT)
+      return tokens_BxT.at[:, t].set(draw(logits_BxTxV[:, t - 1], t))
+
+    tokens_BxT = jax.lax.fori_loop(prompt_len, total, add_token, tokens_BxT)
   if stop_id is None:
     return tokens_BxT
   new_BxN = tokens_BxT[:, prompt_len:]

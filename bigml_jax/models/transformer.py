@@ -85,6 +85,7 @@ class EncoderBlock(nn.Module):
     dropout_rate: dropout on attention weights and on both residual branches.
     causal: each position attends only to itself and earlier ones.
     attention_impl: `MultiHeadAttention.implementation`.
+    decode: `MultiHeadAttention.decode` (a key/value cache).
     dtype: compute dtype.
   """
   num_heads: int
@@ -92,6 +93,7 @@ class EncoderBlock(nn.Module):
   dropout_rate: float = 0.0
   causal: bool = False
   attention_impl: str = 'einsum'
+  decode: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -100,7 +102,8 @@ class EncoderBlock(nn.Module):
     drop = lambda y: nn.Dropout(self.dropout_rate, deterministic=not train)(y)
     h_BxLxD = MultiHeadAttention(
         self.num_heads, dropout_rate=self.dropout_rate,
-        implementation=self.attention_impl, dtype=self.dtype, name='attention')(
+        implementation=self.attention_impl, decode=self.decode,
+        dtype=self.dtype, name='attention')(
             layer_norm(self.dtype, 'ln_attention')(x_BxLxD), mask=mask,
             causal=self.causal, train=train)
     x_BxLxD = x_BxLxD + drop(h_BxLxD)
@@ -126,6 +129,7 @@ class TransformerStack(nn.Module):
     remat: 'none', or a `REMAT_POLICIES` name: recompute each block's
       activations in the backward pass (`nn.remat`) but for what the policy
       keeps, trading compute for memory; outputs and gradients are the same.
+    decode: the blocks' attention keeps a key/value cache (inference).
   """
   num_layers: int
   num_heads: int
@@ -134,6 +138,7 @@ class TransformerStack(nn.Module):
   causal: bool = False
   attention_impl: str = 'einsum'
   remat: str = 'none'
+  decode: bool = False
   dtype: Any = jnp.float32
 
   def __post_init__(self):
@@ -144,15 +149,15 @@ class TransformerStack(nn.Module):
   def __call__(self, x_BxLxD: jnp.ndarray, mask: jnp.ndarray | None,
                train: bool) -> jnp.ndarray:
     block_cls = DecoderBlock if self.causal else EncoderBlock
-    if self.remat != 'none':
+    if self.remat != 'none' and not self.decode:  # Remat is for gradients.
       # Counting self as 0, `train` is argument 3.
       block_cls = nn.remat(block_cls, static_argnums=(3,),
                            policy=REMAT_POLICIES[self.remat])
     for i in range(self.num_layers):
       x_BxLxD = block_cls(
           self.num_heads, self.mlp_dim, self.dropout_rate,
-          attention_impl=self.attention_impl, dtype=self.dtype,
-          name=f'block_{i}')(x_BxLxD, mask, train)
+          attention_impl=self.attention_impl, decode=self.decode,
+          dtype=self.dtype, name=f'block_{i}')(x_BxLxD, mask, train)
     return layer_norm(self.dtype, 'final_norm')(x_BxLxD)
 
 
@@ -301,8 +306,8 @@ class GPTLM(nn.Module):
   blocks -> logits against the same embedding table (tied input/output
   embeddings). Logits at t depend on tokens <= t only, so right padding
   never changes the logits of real tokens; mask pad targets in the loss.
-  `decode` runs the model from embeddings [B, L, D], e.g. to differentiate
-  with respect to them. Logits are float32 whatever `dtype` is.
+  `from_embeddings` runs the model from embeddings [B, L, D], e.g. to
+  differentiate with respect to them. Logits are float32 whatever `dtype` is.
 
   Attributes:
     vocab_size: number of token ids.
@@ -312,6 +317,10 @@ class GPTLM(nn.Module):
     position_embedding: 'learned' or 'sinusoidal'.
     attention_impl: 'einsum', 'xla' or 'cudnn' (see `MultiHeadAttention`).
     remat: per-block rematerialisation policy (see `TransformerStack`).
+    decode: keep a key/value cache, for `sampling.generate`: each call
+      reads the next positions after those already cached ('cache'
+      collection, sized at init by a [B, max_len] input; apply with
+      mutable=['cache']).
     dtype: compute dtype name, e.g. 'float32' or 'bfloat16' (params float32).
   """
   vocab_size: int
@@ -324,6 +333,7 @@ class GPTLM(nn.Module):
   position_embedding: str = 'learned'
   attention_impl: str = 'einsum'
   remat: str = 'none'
+  decode: bool = False
   dtype: str = 'float32'
 
   def __post_init__(self):
@@ -338,14 +348,22 @@ class GPTLM(nn.Module):
     self.decoder = TransformerStack(
         self.num_layers, self.num_heads, self.mlp_dim, self.dropout_rate,
         causal=True, attention_impl=self.attention_impl, remat=self.remat,
-        dtype=dtype)
+        decode=self.decode, dtype=dtype)
+    if self.decode:
+      self.next_position = self.variable('cache', 'next_position',
+                                         lambda: jnp.array(0, jnp.int32))
 
   def __call__(self, tokens_BxL: jnp.ndarray, *,
                train: bool = False) -> jnp.ndarray:
-    x_BxLxD = self.positions(self.embed(tokens_BxL))
-    return self.decode(x_BxLxD, train=train)
+    offset = 0
+    if self.decode and not self.is_initializing():
+      offset = self.next_position.value
+      self.next_position.value = offset + tokens_BxL.shape[1]
+    x_BxLxD = self.positions(self.embed(tokens_BxL), offset)
+    return self.from_embeddings(x_BxLxD, train=train)
 
-  def decode(self, x_BxLxD: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+  def from_embeddings(self, x_BxLxD: jnp.ndarray, *,
+                      train: bool = False) -> jnp.ndarray:
     """Embedded tokens (positions added) [B, L, D] -> logits [B, L, vocab]."""
     x_BxLxD = self.dropout(x_BxLxD, deterministic=not train)
     x_BxLxD = self.decoder(x_BxLxD, None, train)

@@ -276,8 +276,9 @@ def test_workdir_keeps_the_tokenizer_for_a_resumed_run(data_dir, raw, tmp_path,
     np.testing.assert_array_equal(resumed.eval[i]['tokens'],
                                   first.eval[i]['tokens'])
   cfg.tokenizer = 'char'
-  with pytest.raises(ConfigError, match="holds a subword tokenizer .* "
-                     "dataset.tokenizer is 'char'"):
+  with pytest.raises(ConfigError, match="tokenizer.json is a subword "
+                     "tokenizer but dataset.tokenizer is 'char'; set "
+                     "dataset.tokenizer='subword' or use a new workdir"):
     pipeline.load_sources(cfg, workdir=str(tmp_path))
 
 

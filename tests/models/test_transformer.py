@@ -133,7 +133,7 @@ def test_gpt_is_causal_by_gradient():
   x_1xLxD = model.apply({'params': params}, tokens,
                         method=lambda m, t: m.positions(m.embed(t)))
   jac = jax.jit(jax.jacrev(lambda x: model.apply(
-      {'params': params}, x, method=GPTLM.decode)))(x_1xLxD)
+      {'params': params}, x, method=GPTLM.from_embeddings)))(x_1xLxD)
   # jac[0, t, v, 0, s, d] = d logits[t, v] / d x[s, d].
   influence_LxL = jnp.abs(jac[0, :, :, 0]).sum(axis=(1, 3))
   future = np.triu(np.ones((6, 6), bool), k=1)
