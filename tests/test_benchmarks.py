@@ -126,3 +126,11 @@ def test_overhead_loop_side_runs_whole_calls():
   assert result['steps_per_window'] == 4 and result['steps_per_dispatch'] == 2
   assert result['examples_per_sec'] > 0
   assert math.isfinite(result['loss']) and 0 < result['loss'] < 10
+
+
+def test_sampling_benchmark_reports_both_paths():
+  from benchmarks import sampling  # pylint: disable=g-import-not-at-top
+  r = sampling.measure(16, 2, d_model=16, num_layers=1, windows=1,
+                       window_s=0.05)
+  assert r['cached_tokens_per_sec'] > 0 and r['uncached_tokens_per_sec'] > 0
+  assert set(r['compile_s']) == {'cached', 'uncached'}

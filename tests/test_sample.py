@@ -27,8 +27,8 @@ def lm_workdir(tmp_path_factory, data_dir):
       'dataset': {'name': 'kjv_bible', 'train_split': 'train',
                   'eval_split': 'test', 'data_dir': data_dir,
                   'tokenizer': 'char', 'max_length': 16},
-      'batch_size': 8, 'total_steps': 30, 'log_every': 30, 'eval_every': 30,
-      'checkpoint_every': 30, 'max_to_keep': 1,
+      'batch_size': 8, 'total_steps': 10, 'log_every': 10, 'eval_every': 10,
+      'checkpoint_every': 10, 'max_to_keep': 1,
       'optimizer': {'name': 'adam', 'learning_rate': 3e-3,
                     'schedule': 'constant', 'warmup_steps': 0,
                     'weight_decay': 0.0, 'grad_clip_norm': 0.0},
@@ -42,7 +42,7 @@ def _greedy_by_hand(workdir, prompt, num_tokens):
   """Greedy decoding written out: one model call per token, no jit."""
   tokenizer = text_lib.load_tokenizer(os.path.join(workdir, 'tokenizer.json'))
   params = ocp.StandardCheckpointer().restore(
-      os.path.join(workdir, 'checkpoints', '30', 'state'))['params']
+      os.path.join(workdir, 'checkpoints', '10', 'state'))['params']
   model = build_model(MODEL, vocab_size=tokenizer.vocab_size)
   ids = [text_lib.EOS_ID] + tokenizer.encode(prompt).tolist()
   for _ in range(num_tokens):
