@@ -227,13 +227,13 @@ def latest_step(directory: str) -> int | None:
   return max(steps, default=None)
 
 
-def load_params(source: str, params: Any, skip: str | None = None
-                ) -> tuple[Any, dict[str, list[str]]]:
+def load_params(source: str, params: Any, skip: str | None = None, *,
+                what: str = 'init_from') -> tuple[Any, dict[str, list[str]]]:
   """`params` read from the checkpoint in `source`, but for the names that
   match `skip`: fine-tuning from a pretrained run (big_vision's model_init
   with dont_load, MaxText's load_parameters_path).
 
-  `source` is as in `run_checkpoints`. Every leaf of `params` must be in the
+  `source` is as in `run_checkpoints`; errors call it `what`. Every leaf of `params` must be in the
   checkpoint, at the same name (e.g. 'encoder/block_0/mlp/hidden/kernel')
   and shape, unless `skip` (a regex, `re.search`ed in each name; e.g.
   '^head/' for a new classifier head) matches its name: those keep their
@@ -254,26 +254,26 @@ def load_params(source: str, params: Any, skip: str | None = None
   except re.error as e:
     raise ConfigError(f'init_skip {skip!r} is not a regular expression '
                       f'({e}); e.g. ^head/') from None
-  _, directory, step = run_checkpoints(source)
+  _, directory, step = run_checkpoints(source, what)
   step_dir = os.path.join(directory, str(step))
   state_dir = epath.Path(step_dir) / 'state'
   # The handler, not a Checkpointer: it reads the item directory without
   # looking for (and warning about) step-level metadata there.
   handler = ocp.PyTreeCheckpointHandler()
   try:
-    return _load_matching(handler, state_dir, params, skip_re)
+    return _load_matching(handler, state_dir, params, skip_re, what)
   except ConfigError:
     raise
   except Exception as e:  # pylint: disable=broad-except
     # Orbax and TensorStore raise many types for damaged files.
-    raise ConfigError(f'init_from: checkpoint {step_dir} cannot be read '
+    raise ConfigError(f'{what}: checkpoint {step_dir} cannot be read '
                       f'({_first_line(e)}); pass another run') from None
   finally:
     handler.close()
 
 
 def _load_matching(handler: ocp.PyTreeCheckpointHandler, state_dir: epath.Path,
-                   params: Any, skip_re: re.Pattern | None
+                   params: Any, skip_re: re.Pattern | None, what: str
                    ) -> tuple[Any, dict[str, list[str]]]:
   stored = _shapes(handler.metadata(state_dir).tree)
   stored = {k[len('params/'):]: v for k, v in stored.items()
@@ -297,7 +297,7 @@ def _load_matching(handler: ocp.PyTreeCheckpointHandler, state_dir: epath.Path,
     shown = ', '.join(misfits[:3]) + (
         f' and {len(misfits) - 3} more' if len(misfits) > 3 else '')
     raise ConfigError(
-        f'init_from: checkpoint {state_dir.parent} does not hold '
+        f'{what}: checkpoint {state_dir.parent} does not hold '
         f'{len(misfits)} parameter(s) of this model as they are here: '
         f'{shown}; keep them as initialised with config.init_skip (a regex '
         "of names, e.g. '^head/'), or match the model to that run's")

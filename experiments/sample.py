@@ -49,6 +49,10 @@ def sample_texts(workdir: str, prompt: str = '', *, num_samples: int = 4,
                  top_k: int = 0, seed: int = 0,
                  step: int | None = None) -> list[str]:
   """The prompt, continued `num_samples` times by the run in `workdir`."""
+  if num_samples < 1 or temperature < 0 or top_k < 0:
+    raise ConfigError(f'--num_samples must be >= 1 and --temperature and '
+                      f'--top_k >= 0 (got {num_samples}, {temperature}, '
+                      f'{top_k})')
   workdir = os.path.abspath(os.path.expanduser(workdir))
   if not os.path.isfile(os.path.join(workdir, 'config.json')):
     raise ConfigError(f'{workdir} holds no config.json; pass the --workdir '
@@ -57,24 +61,39 @@ def sample_texts(workdir: str, prompt: str = '', *, num_samples: int = 4,
   if config.get('task') != 'lm':
     raise ConfigError(f"{workdir} is a {config.get('task', 'classification')} "
                       "run; sampling needs a language model's (task='lm')")
-  source = os.path.join(workdir, 'checkpoints',
-                        *([] if step is None else [str(step)]))
+  source = os.path.join(workdir, 'checkpoints')
   ckpt.run_checkpoints(source, what='--workdir')  # One clear line if none.
-  tokenizer = text_lib.load_tokenizer(
-      os.path.join(workdir, pipeline.TOKENIZER_FILE))
+  if step is not None:
+    steps = sorted(int(d) for d in os.listdir(source) if d.isdigit())
+    if step not in steps:
+      raise ConfigError(f'--step {step}: this run has checkpoints at steps '
+                        f'{", ".join(map(str, steps))}')
+    source = os.path.join(source, str(step))
+  tokenizer_path = os.path.join(workdir, pipeline.TOKENIZER_FILE)
+  if not os.path.isfile(tokenizer_path):
+    raise ConfigError(f'{workdir} holds no {pipeline.TOKENIZER_FILE}; pass '
+                      'the workdir of a run on a text dataset')
+  tokenizer = text_lib.load_tokenizer(tokenizer_path)
+  if (config.model.get('attention_impl') == 'cudnn' and
+      jax.default_backend() != 'gpu'):
+    config.model.attention_impl = 'xla'  # The same function, off NVIDIA.
   task: LMTask = build_task(config, vocab_size=tokenizer.vocab_size)
   max_len = task.model.max_len
   ids = np.concatenate([[text_lib.EOS_ID], tokenizer.encode(prompt)])
+  if tokenizer.decode(ids) != prompt:
+    unseen = sorted(set(prompt) - set(tokenizer.decode(ids)))
+    raise ConfigError(f'the prompt has characters the model never saw in '
+                      f'training ({"".join(unseen)!r}); leave them out')
   room = max_len - len(ids)
   if room < 1 or (num_tokens is not None and not 0 < num_tokens <= room):
     raise ConfigError(
-        f'the prompt is {len(ids) - 1} tokens; with --num_tokens it must fit '
-        f"the model's {max_len} (EOS first): at most {max(room, 0)} new ones")
+        f'the prompt is {len(ids) - 1} tokens and --num_tokens must be 1 to '
+        f"{max(room, 0)}: the model's max_len is {max_len}, EOS first")
   if num_tokens is None:
     num_tokens = max(min((task.sample_length or max_len) - len(ids), room), 1)
   example = {'tokens': jnp.zeros((1, max_len + 1), jnp.int32)}
   params = nn.unbox(task.init(jax.random.key(0), example))
-  params, _ = ckpt.load_params(source, params)
+  params, _ = ckpt.load_params(source, params, what='--workdir')
   tokens = sampling.generate(
       task.model, params, jnp.asarray(np.tile(ids, (num_samples, 1))),
       jax.random.key(seed), num_tokens=num_tokens, temperature=temperature,

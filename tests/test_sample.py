@@ -73,14 +73,35 @@ def test_the_cli_prints_each_sample(lm_workdir):
   assert proc.stdout == f'--- 0\n{text}\n--- 1\n{text}\n'
 
 
-def test_mistakes_fail_in_one_line(lm_workdir, tmp_path):
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(prompt='x' * 30), r"the prompt is 30 tokens and --num_tokens must "
+     r"be 1 to 0: the model's max_len is 24, EOS first"),
+    (dict(prompt='And', num_tokens=0), 'the prompt is 3 tokens and '
+     '--num_tokens must be 1 to 20'),
+    (dict(prompt='J\u00e9sus'), r"characters the model never saw in training "
+     r"\('\u00e9'\); leave them out"),
+    (dict(step=7), r'--step 7: this run has checkpoints at steps 10$'),
+    (dict(num_samples=0), r'--num_samples must be >= 1 and --temperature '
+     r'and --top_k >= 0 \(got 0, 1.0, 0\)'),
+    (dict(temperature=-1.0), r'\(got 4, -1.0, 0\)'),
+])
+def test_mistakes_fail_in_one_line(lm_workdir, kwargs, message):
+  with pytest.raises(ConfigError, match=message):
+    sample_texts(lm_workdir, **kwargs)
+
+
+def test_workdirs_that_cannot_sample(lm_workdir, tmp_path):
   with pytest.raises(ConfigError, match='holds no config.json'):
     sample_texts(str(tmp_path))
-  with pytest.raises(ConfigError, match=r"the prompt is 30 tokens; .* the "
-                     r"model's 24 \(EOS first\): at most 0 new ones"):
-    sample_texts(lm_workdir, 'x' * 30)
-  with pytest.raises(ConfigError, match='checkpoints/7 holds no checkpoint'):
-    sample_texts(lm_workdir, step=7)
+  no_text = tmp_path / 'no_text'
+  os.makedirs(no_text / 'checkpoints')
+  os.symlink(os.path.join(lm_workdir, 'checkpoints', '10'),
+             no_text / 'checkpoints' / '10')
+  (no_text / 'config.json').write_text(
+      open(os.path.join(lm_workdir, 'config.json')).read())
+  with pytest.raises(ConfigError, match='holds no tokenizer.json; pass the '
+                     'workdir of a run on a text dataset'):
+    sample_texts(str(no_text))
   (tmp_path / 'config.json').write_text('{"task": "classification"}')
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.sample', f'--workdir={tmp_path}'],

@@ -89,7 +89,9 @@ class MultiHeadAttention(nn.Module):
       collection, sized by the [B, S_max, D] input that `init` sees): each
       call appends its L positions' keys and values, and its queries attend
       to every position filled so far, their own included (causal). Apply
-      with `mutable=['cache']`; `sampling.generate` does.
+      with `mutable=['cache']`; `sampling.generate` does. Calls past S_max
+      positions overwrite the last ones (XLA clamps the write): size the
+      cache for the whole sequence.
     implementation: 'einsum' (the reference above), 'xla' or 'cudnn'
       (`jax.nn.dot_product_attention`; 'cudnn' is the fused flash kernel on
       NVIDIA GPUs in bf16/fp16). The fused paths have no attention dropout, so
@@ -138,6 +140,11 @@ class MultiHeadAttention(nn.Module):
     new query may see), after appending this call's L positions; at init,
     the inputs as they are and no mask."""
     initializing = self.is_initializing()
+    if not initializing and not self.has_variable('cache', 'cached_key'):
+      # It would be sized by this call's L positions, and be wrong after.
+      raise ConfigError('decode=True needs its cache: init it with the whole '
+                        'length, model.init(rng, tokens [B, max_len]), and '
+                        "apply with {'params': ..., 'cache': ...}")
     keys = self.variable('cache', 'cached_key', jnp.zeros,
                          k_BxLxHxK.shape, k_BxLxHxK.dtype)
     values = self.variable('cache', 'cached_value', jnp.zeros,

@@ -1,8 +1,8 @@
 """Sampling from causal LMs: temperature and top-k, in one compiled loop.
 
 A model with a `decode` attribute (`GPTLM`) runs with its key/value cache:
-each step feeds one token and attends to the cached ones, so a token costs
-one position's work. Any other causal model is run over the whole
+the prompt goes in one call (prefill), then each step feeds one token and
+attends to the cached ones, so a token costs one position's work. Any other causal model is run over the whole
 [B, P + N] buffer once per new token, reading the logits at the last filled
 position (causality hides the unfilled positions to the right).
 """
@@ -68,24 +68,30 @@ def generate(model: nn.Module, params: Any, prompt_BxP: jax.Array,
       logits_BxV, jax.random.fold_in(rng, t), temperature=temperature,
       top_k=top_k)
 
-  if hasattr(model, 'decode'):
+  if hasattr(model, 'decode') and num_tokens > 0:
     decoder = model.clone(decode=True)
     shapes = jax.eval_shape(decoder.init, jax.random.key(0), tokens_BxT)
     cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
                          shapes['cache'])
+    # Prefill: the whole prompt in one call, then one position a step.
+    logits_BxPxV, updates = decoder.apply(
+        {'params': params, 'cache': cache}, tokens_BxT[:, :prompt_len],
+        mutable=['cache'])
+    tokens_BxT = tokens_BxT.at[:, prompt_len].set(
+        draw(logits_BxPxV[:, -1], prompt_len))
 
     def feed_token(t, carry):
-      """Feeds token t - 1; position t gets the prompt's token or a draw."""
+      """Feeds token t - 1 and draws token t."""
       tokens_BxT, cache = carry
       logits_Bx1xV, updates = decoder.apply(
           {'params': params, 'cache': cache},
           jax.lax.dynamic_slice_in_dim(tokens_BxT, t - 1, 1, axis=1),
           mutable=['cache'])
-      next_B = jnp.where(t < prompt_len, tokens_BxT[:, t],
-                         draw(logits_Bx1xV[:, 0], t))
-      return tokens_BxT.at[:, t].set(next_B), updates['cache']
+      return (tokens_BxT.at[:, t].set(draw(logits_Bx1xV[:, 0], t)),
+              updates['cache'])
 
-    tokens_BxT, _ = jax.lax.fori_loop(1, total, feed_token, (tokens_BxT, cache))
+    tokens_BxT, _ = jax.lax.fori_loop(prompt_len + 1, total, feed_token,
+                                      (tokens_BxT, updates['cache']))
   else:
 
     def add_token(t, tokens_BxT):

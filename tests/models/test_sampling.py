@@ -109,3 +109,40 @@ def test_a_gpts_key_value_cache_decodes_as_the_full_model():
   np.testing.assert_allclose(jnp.stack(step_logits, 1),
                              model.apply({'params': params}, tokens),
                              rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('attention_impl,dtype,tol', [
+    ('einsum', 'float32', 1e-5), ('xla', 'float32', 1e-5),
+    ('einsum', 'bfloat16', 0.1)])
+def test_prefill_then_steps_match_the_full_model(attention_impl, dtype, tol):
+  """A 5-token prefill (several positions in one call) then single steps:
+  the logits of every position are the full model's."""
+  model = build_model({'name': 'gpt', 'vocab_size': 13, 'num_layers': 2,
+                       'd_model': 16, 'num_heads': 2, 'mlp_dim': 32,
+                       'max_len': 10, 'attention_impl': attention_impl,
+                       'dtype': dtype})
+  tokens = jax.random.randint(jax.random.key(5), (2, 10), 1, 13)
+  params = nn.unbox(model.init(jax.random.key(0), tokens)['params'])
+  decoder = model.clone(decode=True)
+  cache = decoder.init(jax.random.key(0), tokens)['cache']
+  pieces = []
+  for start, stop in ((0, 5), (5, 6), (6, 7), (7, 10)):
+    logits, updates = decoder.apply({'params': params, 'cache': cache},
+                                    tokens[:, start:stop], mutable=['cache'])
+    cache = updates['cache']
+    pieces.append(logits)
+  np.testing.assert_allclose(jnp.concatenate(pieces, 1),
+                             model.apply({'params': params}, tokens),
+                             rtol=tol, atol=tol)
+
+
+def test_decoding_without_a_cache_is_refused():
+  model = build_model({'name': 'gpt', 'vocab_size': 13, 'num_layers': 1,
+                       'd_model': 16, 'num_heads': 2, 'mlp_dim': 32,
+                       'max_len': 10})
+  tokens = jnp.ones((1, 4), jnp.int32)
+  params = nn.unbox(model.init(jax.random.key(0), tokens)['params'])
+  with pytest.raises(ConfigError, match='decode=True needs its cache: init '
+                     'it with the whole length'):
+    model.clone(decode=True).apply({'params': params}, tokens,
+                                   mutable=['cache'])

@@ -213,10 +213,13 @@ def test_an_lm_run_writes_the_samples_its_params_draw(tiny_config, tmp_path):
   assert written == ''.join(f'--- {i}\n{t}\n' for i, t in enumerate(expected))
   assert any(expected)  # Four empty documents would test nothing.
 
-  # On a data x fsdp x tensor mesh the sharded params sample too.
+  # On a data x fsdp x tensor mesh the sharded params draw what the same
+  # params draw on one device.
   config.mesh = ml_collections.ConfigDict({'data': 2, 'fsdp': 2, 'tensor': 2})
-  config.total_steps = config.eval_every = 2
+  config.total_steps = config.eval_every = config.checkpoint_every = 2
   train_and_evaluate(config, tmp_path / 'mesh')
-  written = (tmp_path / 'mesh' / 'samples_000002.txt').read_text()
-  assert [l for l in written.splitlines() if l.startswith('--- ')] == [
-      '--- 0', '--- 1', '--- 2', '--- 3']
+  ids = task.samples(_params(tmp_path / 'mesh', 2),
+                     jax.random.fold_in(jax.random.PRNGKey(config.seed), 2))
+  expected = [tokenizer.decode(np.asarray(row)) for row in ids]
+  assert (tmp_path / 'mesh' / 'samples_000002.txt').read_text() == ''.join(
+      f'--- {i}\n{t}\n' for i, t in enumerate(expected))
