@@ -38,6 +38,8 @@ _NUM_TOKENS = flags.DEFINE_integer(
 _TEMPERATURE = flags.DEFINE_float('temperature', 1.0, '0 = greedy.')
 _TOP_K = flags.DEFINE_integer('top_k', 0, 'Draw from the k likeliest tokens '
                               '(0 = all).')
+_TOP_P = flags.DEFINE_float('top_p', 1.0, 'Draw from the likeliest tokens '
+                            'that together reach this probability (1 = all).')
 _SEED = flags.DEFINE_integer('seed', 0, 'PRNG seed of the draws.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the '
                              'newest).')
@@ -46,13 +48,13 @@ flags.mark_flags_as_required(['workdir'])
 
 def sample_texts(workdir: str, prompt: str = '', *, num_samples: int = 4,
                  num_tokens: int | None = None, temperature: float = 1.0,
-                 top_k: int = 0, seed: int = 0,
+                 top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                  step: int | None = None) -> list[str]:
   """The prompt, continued `num_samples` times by the run in `workdir`."""
-  if num_samples < 1 or temperature < 0 or top_k < 0:
-    raise ConfigError(f'--num_samples must be >= 1 and --temperature and '
-                      f'--top_k >= 0 (got {num_samples}, {temperature}, '
-                      f'{top_k})')
+  if num_samples < 1 or temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
+    raise ConfigError(f'--num_samples must be >= 1, --temperature and '
+                      f'--top_k >= 0 and --top_p in (0, 1] (got {num_samples}, '
+                      f'{temperature}, {top_k}, {top_p})')
   workdir = os.path.abspath(os.path.expanduser(workdir))
   if not os.path.isfile(os.path.join(workdir, 'config.json')):
     raise ConfigError(f'{workdir} holds no config.json; pass the --workdir '
@@ -97,7 +99,8 @@ def sample_texts(workdir: str, prompt: str = '', *, num_samples: int = 4,
   tokens = sampling.generate(
       task.model, params, jnp.asarray(np.tile(ids, (num_samples, 1))),
       jax.random.key(seed), num_tokens=num_tokens, temperature=temperature,
-      top_k=top_k, stop_id=text_lib.EOS_ID, pad_id=text_lib.PAD_ID)
+      top_k=top_k, top_p=top_p, stop_id=text_lib.EOS_ID,
+      pad_id=text_lib.PAD_ID)
   return [tokenizer.decode(np.asarray(row)) for row in tokens]
 
 
@@ -108,7 +111,8 @@ def main(argv):
     texts = sample_texts(
         _WORKDIR.value, _PROMPT.value, num_samples=_NUM_SAMPLES.value,
         num_tokens=_NUM_TOKENS.value, temperature=_TEMPERATURE.value,
-        top_k=_TOP_K.value, seed=_SEED.value, step=_STEP.value)
+        top_k=_TOP_K.value, top_p=_TOP_P.value, seed=_SEED.value,
+        step=_STEP.value)
   except ConfigError as e:
     sys.exit('error: ' + ' '.join(str(e).split()))
   for i, text in enumerate(texts):

@@ -81,9 +81,10 @@ def test_the_cli_prints_each_sample(lm_workdir):
     (dict(prompt='J\u00e9sus'), r"characters the model never saw in training "
      r"\('\u00e9'\); leave them out"),
     (dict(step=7), r'--step 7: this run has checkpoints at steps 10$'),
-    (dict(num_samples=0), r'--num_samples must be >= 1 and --temperature '
-     r'and --top_k >= 0 \(got 0, 1.0, 0\)'),
-    (dict(temperature=-1.0), r'\(got 4, -1.0, 0\)'),
+    (dict(num_samples=0), r'--num_samples must be >= 1, --temperature and '
+     r'--top_k >= 0 and --top_p in \(0, 1\] \(got 0, 1.0, 0, 1.0\)'),
+    (dict(temperature=-1.0), r'\(got 4, -1.0, 0, 1.0\)'),
+    (dict(top_p=0.0), r'\(got 4, 1.0, 0, 0.0\)'),
 ])
 def test_mistakes_fail_in_one_line(lm_workdir, kwargs, message):
   with pytest.raises(ConfigError, match=message):

@@ -17,22 +17,33 @@ from bigml_jax.errors import ConfigError
 
 
 def sample_logits(logits_BxV: jax.Array, rng: jax.Array, *,
-                  temperature: float = 1.0, top_k: int = 0) -> jax.Array:
+                  temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 1.0) -> jax.Array:
   """Next token ids [B] from logits [B, V]: argmax at temperature 0, else a
-  draw from softmax(logits / temperature) over the top_k largest (0 = all;
-  logits tied with the k-th largest stay in)."""
+  draw from softmax(logits / temperature), restricted to the top_k largest
+  (0 = all) and then to the nucleus: the likeliest tokens whose
+  probabilities first reach top_p (1 = all; Holtzman et al., 2020). Logits
+  tied with the last one kept stay in."""
   if temperature == 0:
     return logits_BxV.argmax(-1).astype(jnp.int32)
   logits_BxV = logits_BxV.astype(jnp.float32) / temperature
   if 0 < top_k < logits_BxV.shape[-1]:
     kth_Bx1 = jax.lax.top_k(logits_BxV, top_k)[0][:, -1:]
     logits_BxV = jnp.where(logits_BxV < kth_Bx1, -jnp.inf, logits_BxV)
+  if top_p < 1:
+    sorted_BxV = jnp.flip(jnp.sort(logits_BxV, axis=-1), axis=-1)
+    probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
+    # A token is in if the likelier ones hold less than top_p together.
+    inside_BxV = jnp.cumsum(probs_BxV, axis=-1) - probs_BxV < top_p
+    last_Bx1 = jnp.min(jnp.where(inside_BxV, sorted_BxV, jnp.inf), axis=-1,
+                       keepdims=True)
+    logits_BxV = jnp.where(logits_BxV < last_Bx1, -jnp.inf, logits_BxV)
   return jax.random.categorical(rng, logits_BxV).astype(jnp.int32)
 
 
 def generate(model: nn.Module, params: Any, prompt_BxP: jax.Array,
              rng: jax.Array, *, num_tokens: int, temperature: float = 1.0,
-             top_k: int = 0, stop_id: int | None = None,
+             top_k: int = 0, top_p: float = 1.0, stop_id: int | None = None,
              pad_id: int = 0) -> jax.Array:
   """Extends each prompt by `num_tokens` sampled tokens.
 
@@ -44,7 +55,7 @@ def generate(model: nn.Module, params: Any, prompt_BxP: jax.Array,
     prompt_BxP: int token ids [B, P], P >= 1 (e.g. EOS to start a document).
     rng: PRNG key; unused at temperature 0.
     num_tokens: how many tokens to add.
-    temperature, top_k: see `sample_logits`.
+    temperature, top_k, top_p: see `sample_logits`.
     stop_id: a token that ends a continuation (e.g. EOS): it and everything
       sampled after it become `pad_id`.
 
@@ -66,7 +77,7 @@ def generate(model: nn.Module, params: Any, prompt_BxP: jax.Array,
 
   draw = lambda logits_BxV, t: sample_logits(
       logits_BxV, jax.random.fold_in(rng, t), temperature=temperature,
-      top_k=top_k)
+      top_k=top_k, top_p=top_p)
 
   if hasattr(model, 'decode') and num_tokens > 0:
     decoder = model.clone(decode=True)

@@ -57,23 +57,27 @@ class LMTask:
   sample_length: int | None = None
   temperature: float = 1.0
   top_k: int = 0
+  top_p: float = 1.0
   # Its 'count' metric counts tokens: the loop logs tokens/s from it.
   counts: str = dataclasses.field(default='tokens', init=False)
 
   @classmethod
   def from_config(cls, config, *, vocab_size: int) -> 'LMTask':
-    """`config.sampling` (optional) sets num_samples, temperature and top_k;
+    """`config.sampling` (optional) sets num_samples, temperature, top_k
+    and top_p (`sampling.sample_logits`);
     samples are as long as the training windows (`dataset.max_length`):
     positions past those have untrained position embeddings."""
     sampling = dict(config.get('sampling') or {})
-    unknown = sorted(set(sampling) - {'num_samples', 'temperature', 'top_k'})
+    unknown = sorted(set(sampling) -
+                     {'num_samples', 'temperature', 'top_k', 'top_p'})
     if unknown:
       raise ConfigError(f'sampling has no field(s) {", ".join(unknown)}; it '
-                        'takes num_samples, temperature and top_k')
+                        'takes num_samples, temperature, top_k and top_p')
     if (sampling.get('num_samples', 0) < 0 or sampling.get('top_k', 0) < 0 or
-        sampling.get('temperature', 0) < 0):
+        sampling.get('temperature', 0) < 0 or
+        not 0 < sampling.get('top_p', 1) <= 1):
       raise ConfigError('sampling.num_samples, top_k and temperature must be '
-                        f'>= 0, got {sampling}')
+                        f'>= 0 and top_p in (0, 1], got {sampling}')
     return cls(build_model(config.model, vocab_size=vocab_size),
                input_key=config.dataset.get('input_key', 'tokens'),
                sample_length=config.dataset.get('max_length'), **sampling)
@@ -116,4 +120,5 @@ class LMTask:
     return sampling.generate(self.model, params, prompt, rng,
                              num_tokens=length - 1,
                              temperature=self.temperature, top_k=self.top_k,
+                             top_p=self.top_p,
                              stop_id=EOS_ID, pad_id=PAD_ID)

@@ -41,5 +41,5 @@ def get_config() -> ml_collections.ConfigDict:
                                        weight_decay=0.01, grad_clip_norm=1.0)
   # Each eval writes samples_STEP.txt: verses drawn from the model.
   config.sampling = ml_collections.ConfigDict(
-      {'num_samples': 4, 'temperature': 1.0, 'top_k': 0})
+      {'num_samples': 4, 'temperature': 1.0, 'top_k': 0, 'top_p': 1.0})
   return config

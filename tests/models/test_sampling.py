@@ -43,6 +43,18 @@ def test_draws_follow_the_tempered_softmax(temperature):
   np.testing.assert_allclose(freq, expected, atol=0.015)
 
 
+@pytest.mark.parametrize('top_p,kept', [(0.7, [0.5, 0.3]), (0.5, [0.5]),
+                                         (0.9, [0.5, 0.3, 0.15])])
+def test_top_p_draws_from_the_nucleus_renormalised(top_p, kept):
+  probs = [0.5, 0.3, 0.15, 0.05]
+  logits = jnp.log(jnp.array([probs]))
+  draws = jax.vmap(lambda k: sample_logits(logits, k, top_p=top_p))(
+      jax.random.split(jax.random.key(3), 20000))[:, 0]
+  freq = np.bincount(np.asarray(draws), minlength=4) / 20000
+  expected = np.array(kept + [0.0] * (4 - len(kept))) / sum(kept)
+  np.testing.assert_allclose(freq, expected, atol=0.015)
+
+
 def test_top_k_draws_only_the_k_largest():
   logits = jnp.array([[0.0, 3.0, 1.0, 2.9]])
   draws = jax.vmap(lambda k: sample_logits(logits, k, top_k=2))(

@@ -122,10 +122,12 @@ def test_sampling_comes_from_the_config(lm_config):
   task = build_task(lm_config, vocab_size=7)
   assert (task.num_samples, task.sample_length, task.temperature,
           task.top_k) == (4, 12, 1.0, 0)
-  lm_config.sampling = {'num_samples': 0, 'temperature': 0.7, 'top_k': 5}
+  lm_config.sampling = {'num_samples': 0, 'temperature': 0.7, 'top_k': 5,
+                        'top_p': 0.9}
   task = build_task(lm_config, vocab_size=7)
-  assert (task.num_samples, task.temperature, task.top_k) == (0, 0.7, 5)
+  assert (task.num_samples, task.temperature, task.top_k,
+          task.top_p) == (0, 0.7, 5, 0.9)
   lm_config.sampling = {'num_sample': 2}
   with pytest.raises(ConfigError, match='sampling has no field.s. num_sample; '
-                     'it takes num_samples, temperature and top_k'):
+                     'it takes num_samples, temperature, top_k and top_p'):
     build_task(lm_config, vocab_size=7)
