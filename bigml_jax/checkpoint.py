@@ -19,6 +19,7 @@ from typing import Any
 
 from absl import logging
 from etils import epath
+import flax.linen as nn
 import flax.traverse_util
 import jax
 import orbax.checkpoint as ocp
@@ -200,9 +201,12 @@ def run_checkpoints(source: str, what: str = 'init_from'
     raise ConfigError(f'{what} {source}: URLs are not supported yet; pass '
                       'a directory, e.g. the bucket mounted with gcsfuse')
   source = os.path.abspath(os.path.expanduser(str(source)))
-  if (os.path.basename(source).isdigit() and
-      os.path.isdir(os.path.join(source, 'state'))):
-    directory, step = os.path.dirname(source), int(os.path.basename(source))
+  parent, name = os.path.split(source)
+  if name.isdigit() and latest_step(parent) is not None:
+    if not os.path.isdir(os.path.join(source, 'state')):
+      raise ConfigError(f'{what} {source}: no such checkpoint; {parent} has '
+                        f'steps {", ".join(map(str, _steps(parent)))}')
+    directory, step = parent, int(name)
   else:
     directory = os.path.join(source, 'checkpoints')
     if (os.path.basename(source) == 'checkpoints' or
@@ -221,10 +225,13 @@ def run_checkpoints(source: str, what: str = 'init_from'
 def latest_step(directory: str) -> int | None:
   """The newest finished checkpoint step in `directory`, without opening a
   manager (which would create the directory)."""
+  return max(_steps(directory), default=None)
+
+
+def _steps(directory: str) -> list[int]:
   # Finished saves are renamed to their step number; temporary ones are not.
-  steps = ([int(d) for d in os.listdir(directory) if d.isdigit()]
-           if os.path.isdir(directory) else [])
-  return max(steps, default=None)
+  return (sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+          if os.path.isdir(directory) else [])
 
 
 def load_params(source: str, params: Any, skip: str | None = None, *,
@@ -233,7 +240,8 @@ def load_params(source: str, params: Any, skip: str | None = None, *,
   match `skip`: fine-tuning from a pretrained run (big_vision's model_init
   with dont_load, MaxText's load_parameters_path).
 
-  `source` is as in `run_checkpoints`; errors call it `what`. Every leaf of `params` must be in the
+  `source` is as in `run_checkpoints`; errors call it `what`. `params` may
+  be boxed (as `init` returns them) and come back unboxed. Every leaf of `params` must be in the
   checkpoint, at the same name (e.g. 'encoder/block_0/mlp/hidden/kernel')
   and shape, unless `skip` (a regex, `re.search`ed in each name; e.g.
   '^head/' for a new classifier head) matches its name: those keep their
@@ -254,6 +262,7 @@ def load_params(source: str, params: Any, skip: str | None = None, *,
   except re.error as e:
     raise ConfigError(f'init_skip {skip!r} is not a regular expression '
                       f'({e}); e.g. ^head/') from None
+  params = nn.unbox(params)
   _, directory, step = run_checkpoints(source, what)
   step_dir = os.path.join(directory, str(step))
   state_dir = epath.Path(step_dir) / 'state'
@@ -266,8 +275,11 @@ def load_params(source: str, params: Any, skip: str | None = None, *,
     raise
   except Exception as e:  # pylint: disable=broad-except
     # Orbax and TensorStore raise many types for damaged files.
-    raise ConfigError(f'{what}: checkpoint {step_dir} cannot be read '
-                      f'({_first_line(e)}); pass another run') from None
+    others = [str(s) for s in _steps(directory) if s != step]
+    raise ConfigError(
+        f'{what}: checkpoint {step_dir} cannot be read ({_first_line(e)}); '
+        + (f'pass one of its other steps, {directory}/STEP for STEP in '
+           f'{", ".join(others)}' if others else 'pass another run')) from None
   finally:
     handler.close()
 
@@ -288,7 +300,7 @@ def _load_matching(handler: ocp.PyTreeCheckpointHandler, state_dir: epath.Path,
     elif stored.get(name) == tuple(x.shape):
       report['loaded'].append(name)
       wanted[tuple(name.split('/'))] = jax.ShapeDtypeStruct(
-          x.shape, x.dtype, sharding=x.sharding)
+          x.shape, x.dtype, sharding=getattr(x, 'sharding', None))
     else:
       misfits.append(f'{name} ' + (
           'absent' if name not in stored else
@@ -299,11 +311,11 @@ def _load_matching(handler: ocp.PyTreeCheckpointHandler, state_dir: epath.Path,
     raise ConfigError(
         f'{what}: checkpoint {state_dir.parent} does not hold '
         f'{len(misfits)} parameter(s) of this model as they are here: '
-        f'{shown}; keep them as initialised with config.init_skip (a regex '
-        "of names, e.g. '^head/'), or match the model to that run's")
+        f'{shown}; keep them as initialised with init_skip (a regex of '
+        "names, e.g. '^head/'), or match the model to that run's")
   report['unused'] = sorted(set(stored) - set(report['loaded']))
   if report['skipped'] and not wanted:
-    raise ConfigError(f'init_from: init_skip {skip_re.pattern!r} matches '
+    raise ConfigError(f'{what}: init_skip {skip_re.pattern!r} matches '
                       'every parameter, so nothing would be loaded; narrow it')
   if not wanted:
     return params, report

@@ -3,6 +3,7 @@
 import os
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -82,7 +83,7 @@ def test_load_params_reads_onto_the_targets_shardings_but_for_skipped(
   with pytest.raises(ConfigError, match=re.escape(
       'does not hold 2 parameter(s) of this model as they are here: embed '
       '(10, 4) there, (12, 4) here, head/kernel absent; keep them as '
-      "initialised with config.init_skip (a regex of names, e.g. '^head/')")):
+      "initialised with init_skip (a regex of names, e.g. '^head/')")):
     ckpt.load_params(str(tmp_path / 'pre'), target)
 
   params, report = ckpt.load_params(str(tmp_path / 'pre'), target,
@@ -95,10 +96,19 @@ def test_load_params_reads_onto_the_targets_shardings_but_for_skipped(
                     'skipped': ['embed', 'head/kernel'],
                     'unused': ['embed', 'mlm_bias']}
   assert _files(tmp_path / 'pre') == before
-  # The checkpoints directory, or one step in it, names the run as well.
-  for source in ('pre/checkpoints', 'pre/checkpoints/5'):
-    again, _ = ckpt.load_params(str(tmp_path / source), target, '^(head|em)')
+  # The checkpoints directory, or one step in it, names the run as well,
+  # and params boxed with axis names (as `init` returns them) or numpy
+  # arrays load too.
+  boxed = dict(target, encoder={'w': nn.Partitioned(jnp.zeros((8, 4)),
+                                                    ('embed', 'mlp'))})
+  numpy = jax.tree.map(np.asarray, target)
+  for source, params in (('pre/checkpoints', target),
+                         ('pre/checkpoints/5', boxed), ('pre', numpy)):
+    again, _ = ckpt.load_params(str(tmp_path / source), params, '^(head|em)')
     np.testing.assert_array_equal(again['encoder']['w'], saved['encoder']['w'])
+  with pytest.raises(ConfigError, match=r'init_from .*pre/checkpoints/6: no '
+                     r'such checkpoint; .*pre/checkpoints has steps 5$'):
+    ckpt.load_params(str(tmp_path / 'pre/checkpoints/6'), target)
 
 
 def test_load_params_refuses_what_cannot_start_a_run(tmp_path):

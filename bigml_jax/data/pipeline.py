@@ -34,6 +34,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from absl import logging
 from etils import epath
 import grain
 import ml_collections
@@ -277,6 +278,11 @@ def _tokenizer(cfg: ml_collections.ConfigDict, train_texts: Sequence[str],
         raise ConfigError(f'{path} is a {tokenizer.kind} tokenizer but '
                           f'dataset.tokenizer is {kind!r}; set '
                           f'dataset.tokenizer={tokenizer.kind!r}{fix}')
+      if cfg.get('vocab_size') not in (None, tokenizer.vocab_size):
+        # The embeddings index this tokenizer's ids: it cannot be resized.
+        logging.warning('dataset.vocab_size %d is not used: the run reads %s, '
+                        'which has %d ids', cfg.vocab_size, path,
+                        tokenizer.vocab_size)
       return tokenizer
   vocab_size = cfg.get('vocab_size')
   if kind == 'subword' and not vocab_size:

@@ -1,6 +1,6 @@
 """Sampling from causal LMs: temperature and top-k, in one compiled loop.
 
-A model with a `decode` attribute (`GPTLM`) runs with its key/value cache:
+A model with a `decode` field (`GPTLM`) runs with its key/value cache:
 the prompt goes in one call (prefill), then each step feeds one token and
 attends to the cached ones, so a token costs one position's work. Any other causal model is run over the whole
 [B, P + N] buffer once per new token, reading the logits at the last filled
@@ -59,9 +59,20 @@ def generate(model: nn.Module, params: Any, prompt_BxP: jax.Array,
     stop_id: a token that ends a continuation (e.g. EOS): it and everything
       sampled after it become `pad_id`.
 
+  Every argument but params, prompt_BxP and rng must be a Python value:
+  under `jax.jit` make them static (e.g. `jax.jit(functools.partial(
+  generate, model, num_tokens=64))`), which also keeps repeated calls from
+  compiling again.
+
   Returns:
     int32 [B, P + num_tokens]: the prompts followed by their continuations.
   """
+  if (jnp.ndim(prompt_BxP) != 2 or num_tokens < 0 or temperature < 0 or
+      top_k < 0 or not 0 < top_p <= 1):
+    raise ConfigError(
+        'generate needs prompt [B, P], num_tokens, temperature and top_k >= 0 '
+        f'and top_p in (0, 1] (got a prompt of shape {jnp.shape(prompt_BxP)}, '
+        f'{num_tokens}, {temperature}, {top_k}, {top_p})')
   batch, prompt_len = prompt_BxP.shape
   total = prompt_len + num_tokens
   max_len = getattr(model, 'max_len', None)
@@ -79,9 +90,14 @@ def generate(model: nn.Module, params: Any, prompt_BxP: jax.Array,
       logits_BxV, jax.random.fold_in(rng, t), temperature=temperature,
       top_k=top_k, top_p=top_p)
 
-  if hasattr(model, 'decode') and num_tokens > 0:
+  # A flax-style `decode` attribute (a field, not a method) turns a cache on.
+  if 'decode' in getattr(model, '__dataclass_fields__', {}) and num_tokens:
     decoder = model.clone(decode=True)
     shapes = jax.eval_shape(decoder.init, jax.random.key(0), tokens_BxT)
+    if 'cache' not in shapes:
+      raise ConfigError(f'{type(model).__name__}(decode=True) made no '
+                        "'cache' collection; give it one or drop its decode "
+                        'attribute')
     cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
                          shapes['cache'])
     # Prefill: the whole prompt in one call, then one position a step.

@@ -157,8 +157,11 @@ def _train_and_evaluate(config, workdir, devices, start_time):
   # run with checkpoints of its own resumes and reads neither.
   init_from = config.get('init_from') or None
   init_workdir = None
-  if (init_from and
-      ckpt.latest_step(os.path.join(workdir, 'checkpoints')) is None):
+  resuming = ckpt.latest_step(os.path.join(workdir, 'checkpoints')) is not None
+  if init_from and resuming:
+    logging.info('init_from %s is not read: the run resumes from its own '
+                 'checkpoints', init_from)
+  elif init_from:
     init_workdir = ckpt.run_checkpoints(init_from)[0]
 
   # Mesh

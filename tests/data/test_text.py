@@ -260,7 +260,7 @@ def test_classification_train_batches_deterministic(cls):
 
 
 def test_workdir_keeps_the_tokenizer_for_a_resumed_run(data_dir, raw, tmp_path,
-                                                       monkeypatch):
+                                                       monkeypatch, caplog):
   del raw
   cfg = _config(data_dir, 'fortunes', tokenizer='subword', vocab_size=300)
   first = pipeline.load_sources(cfg, workdir=str(tmp_path))
@@ -275,6 +275,12 @@ def test_workdir_keeps_the_tokenizer_for_a_resumed_run(data_dir, raw, tmp_path,
   for i in (0, 100, 306):
     np.testing.assert_array_equal(resumed.eval[i]['tokens'],
                                   first.eval[i]['tokens'])
+  # The saved tokenizer wins over a vocab_size given now, and says so.
+  cfg.vocab_size = 500
+  pipeline.load_sources(cfg, workdir=str(tmp_path))
+  assert ('dataset.vocab_size 500 is not used: the run reads '
+          f'{tmp_path / pipeline.TOKENIZER_FILE}, which has 300 ids'
+          in caplog.text)
   cfg.tokenizer = 'char'
   with pytest.raises(ConfigError, match="tokenizer.json is a subword "
                      "tokenizer but dataset.tokenizer is 'char'; set "

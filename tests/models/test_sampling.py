@@ -158,3 +158,31 @@ def test_decoding_without_a_cache_is_refused():
                      'it with the whole length'):
     model.clone(decode=True).apply({'params': params}, tokens,
                                    mutable=['cache'])
+
+
+def test_arguments_generate_cannot_use_are_refused():
+  model = Successor()
+  params, prompt = {'unused': jnp.zeros(1)}, jnp.array([[1]])
+  for kw in (dict(top_p=0.0), dict(temperature=-1.0), dict(num_tokens=-1),
+             dict(top_k=-2)):
+    with pytest.raises(ConfigError, match=r'generate needs prompt \[B, P\], '
+                       r'num_tokens, temperature and top_k >= 0 and top_p in'):
+      generate(model, params, prompt, jax.random.key(0),
+               **dict(dict(num_tokens=3), **kw))
+  with pytest.raises(ConfigError, match=r'got a prompt of shape \(3,\)'):
+    generate(model, params, jnp.array([1, 2, 3]), jax.random.key(0),
+             num_tokens=2)
+
+
+class WithDecodeMethod(Successor):
+  """flax's wmt Transformer has a `decode` method, not a cache switch."""
+
+  def decode(self, tokens):
+    return self(tokens)
+
+
+def test_a_decode_method_is_not_a_cache_switch():
+  out = generate(WithDecodeMethod(), {'unused': jnp.zeros(1)},
+                 jnp.array([[3]]), jax.random.key(0), num_tokens=3,
+                 temperature=0.0)
+  np.testing.assert_array_equal(out, [[3, 4, 0, 1]])
