@@ -15,7 +15,6 @@ import sys
 
 from absl import app
 from absl import flags
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,14 +62,10 @@ def sample_texts(workdir: str, prompt: str = '', *, num_samples: int = 4,
   if config.get('task') != 'lm':
     raise ConfigError(f"{workdir} is a {config.get('task', 'classification')} "
                       "run; sampling needs a language model's (task='lm')")
-  source = os.path.join(workdir, 'checkpoints')
-  ckpt.run_checkpoints(source, what='--workdir')  # One clear line if none.
-  if step is not None:
-    steps = sorted(int(d) for d in os.listdir(source) if d.isdigit())
-    if step not in steps:
-      raise ConfigError(f'--step {step}: this run has checkpoints at steps '
-                        f'{", ".join(map(str, steps))}')
-    source = os.path.join(source, str(step))
+  source = os.path.join(workdir, 'checkpoints',
+                        *([] if step is None else [str(step)]))
+  # One clear line if there is none (listing the steps there are).
+  ckpt.run_checkpoints(source, what='--workdir' if step is None else '--step')
   tokenizer_path = os.path.join(workdir, pipeline.TOKENIZER_FILE)
   if not os.path.isfile(tokenizer_path):
     raise ConfigError(f'{workdir} holds no {pipeline.TOKENIZER_FILE}; pass '
@@ -94,8 +89,8 @@ def sample_texts(workdir: str, prompt: str = '', *, num_samples: int = 4,
   if num_tokens is None:
     num_tokens = max(min((task.sample_length or max_len) - len(ids), room), 1)
   example = {'tokens': jnp.zeros((1, max_len + 1), jnp.int32)}
-  params = nn.unbox(task.init(jax.random.key(0), example))
-  params, _ = ckpt.load_params(source, params, what='--workdir')
+  params, _ = ckpt.load_params(source, task.init(jax.random.key(0), example),
+                               what='--workdir')
   tokens = sampling.generate(
       task.model, params, jnp.asarray(np.tile(ids, (num_samples, 1))),
       jax.random.key(seed), num_tokens=num_tokens, temperature=temperature,
