@@ -202,7 +202,8 @@ def run_checkpoints(source: str, what: str = 'init_from'
                       'a directory, e.g. the bucket mounted with gcsfuse')
   source = os.path.abspath(os.path.expanduser(str(source)))
   parent, name = os.path.split(source)
-  if name.isdigit() and latest_step(parent) is not None:
+  if name.isdigit() and (os.path.isdir(os.path.join(source, 'state')) or
+                         os.path.basename(parent) == 'checkpoints'):
     if not os.path.isdir(os.path.join(source, 'state')):
       raise ConfigError(f'{what} {source}: no such checkpoint; {parent} has '
                         f'steps {", ".join(map(str, _steps(parent)))}')

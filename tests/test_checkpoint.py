@@ -109,6 +109,13 @@ def test_load_params_reads_onto_the_targets_shardings_but_for_skipped(
   with pytest.raises(ConfigError, match=r'init_from .*pre/checkpoints/6: no '
                      r'such checkpoint; .*pre/checkpoints has steps 5$'):
     ckpt.load_params(str(tmp_path / 'pre/checkpoints/6'), target)
+  # A run's workdir may have a number for a name, beside others.
+  os.makedirs(tmp_path / 'runs')
+  os.rename(tmp_path / 'pre', tmp_path / 'runs' / '2024')
+  os.makedirs(tmp_path / 'runs' / '2023')
+  again, _ = ckpt.load_params(str(tmp_path / 'runs' / '2024'), target,
+                              '^(head|em)')
+  np.testing.assert_array_equal(again['encoder']['w'], saved['encoder']['w'])
 
 
 def test_load_params_refuses_what_cannot_start_a_run(tmp_path):
