@@ -205,8 +205,11 @@ def run_checkpoints(source: str, what: str = 'init_from'
   if name.isdigit() and (os.path.isdir(os.path.join(source, 'state')) or
                          os.path.basename(parent) == 'checkpoints'):
     if not os.path.isdir(os.path.join(source, 'state')):
-      raise ConfigError(f'{what} {source}: no such checkpoint; {parent} has '
-                        f'steps {", ".join(map(str, _steps(parent)))}')
+      others = [str(s) for s in _steps(parent) if s != int(name)]
+      raise ConfigError(
+          f'{what} {source} is not a finished checkpoint; ' +
+          (f'{parent} has steps {", ".join(others)}' if others else
+           f'{parent} holds no other'))
     directory, step = parent, int(name)
   else:
     directory = os.path.join(source, 'checkpoints')
@@ -279,8 +282,8 @@ def load_params(source: str, params: Any, skip: str | None = None, *,
     others = [str(s) for s in _steps(directory) if s != step]
     raise ConfigError(
         f'{what}: checkpoint {step_dir} cannot be read ({_first_line(e)}); '
-        + (f'pass one of its other steps, {directory}/STEP for STEP in '
-           f'{", ".join(others)}' if others else 'pass another run')) from None
+        + (f'{directory} also has steps {", ".join(others)}' if others else
+           'pass another run')) from None
   finally:
     handler.close()
 

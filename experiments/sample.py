@@ -62,10 +62,12 @@ def sample_texts(workdir: str, prompt: str = '', *, num_samples: int = 4,
   if config.get('task') != 'lm':
     raise ConfigError(f"{workdir} is a {config.get('task', 'classification')} "
                       "run; sampling needs a language model's (task='lm')")
-  source = os.path.join(workdir, 'checkpoints',
-                        *([] if step is None else [str(step)]))
-  # One clear line if there is none (listing the steps there are).
-  ckpt.run_checkpoints(source, what='--workdir' if step is None else '--step')
+  source = os.path.join(workdir, 'checkpoints')
+  what = '--workdir'
+  ckpt.run_checkpoints(source, what)  # One clear line if there is none.
+  if step is not None:
+    source, what = os.path.join(source, str(step)), '--step'
+    ckpt.run_checkpoints(source, what)  # Lists the steps there are.
   tokenizer_path = os.path.join(workdir, pipeline.TOKENIZER_FILE)
   if not os.path.isfile(tokenizer_path):
     raise ConfigError(f'{workdir} holds no {pipeline.TOKENIZER_FILE}; pass '
@@ -90,7 +92,7 @@ def sample_texts(workdir: str, prompt: str = '', *, num_samples: int = 4,
     num_tokens = max(min((task.sample_length or max_len) - len(ids), room), 1)
   example = {'tokens': jnp.zeros((1, max_len + 1), jnp.int32)}
   params, _ = ckpt.load_params(source, task.init(jax.random.key(0), example),
-                               what='--workdir')
+                               what=what)
   tokens = sampling.generate(
       task.model, params, jnp.asarray(np.tile(ids, (num_samples, 1))),
       jax.random.key(seed), num_tokens=num_tokens, temperature=temperature,

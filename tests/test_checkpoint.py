@@ -106,9 +106,19 @@ def test_load_params_reads_onto_the_targets_shardings_but_for_skipped(
                          ('pre/checkpoints/5', boxed), ('pre', numpy)):
     again, _ = ckpt.load_params(str(tmp_path / source), params, '^(head|em)')
     np.testing.assert_array_equal(again['encoder']['w'], saved['encoder']['w'])
-  with pytest.raises(ConfigError, match=r'init_from .*pre/checkpoints/6: no '
-                     r'such checkpoint; .*pre/checkpoints has steps 5$'):
+  with pytest.raises(ConfigError, match=r'init_from .*pre/checkpoints/6 is '
+                     r'not a finished checkpoint; .*pre/checkpoints has steps '
+                     r'5$'):
     ckpt.load_params(str(tmp_path / 'pre/checkpoints/6'), target)
+  # A damaged step names the others (and is left as it is).
+  os.makedirs(tmp_path / 'pre/checkpoints/7/state')
+  with pytest.raises(ConfigError, match=r'init_from: checkpoint .*pre/'
+                     r'checkpoints/7 cannot be read .*; .*pre/checkpoints also '
+                     r'has steps 5$'):
+    ckpt.load_params(str(tmp_path / 'pre'), target)
+  assert os.path.isdir(tmp_path / 'pre/checkpoints/7/state')
+  os.rmdir(tmp_path / 'pre/checkpoints/7/state')
+  os.rmdir(tmp_path / 'pre/checkpoints/7')
   # A run's workdir may have a number for a name, beside others.
   os.makedirs(tmp_path / 'runs')
   os.rename(tmp_path / 'pre', tmp_path / 'runs' / '2024')

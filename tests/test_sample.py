@@ -80,7 +80,7 @@ def test_the_cli_prints_each_sample(lm_workdir):
      '--num_tokens must be 1 to 20'),
     (dict(prompt='J\u00e9sus'), r"characters the model never saw in training "
      r"\('\u00e9'\); leave them out"),
-    (dict(step=7), r'--step .*checkpoints/7: no such checkpoint; '
+    (dict(step=7), r'--step .*checkpoints/7 is not a finished checkpoint; '
      r'.*checkpoints has steps 10$'),
     (dict(num_samples=0), r'--num_samples must be >= 1, --temperature and '
      r'--top_k >= 0 and --top_p in \(0, 1\] \(got 0, 1.0, 0, 1.0\)'),

@@ -278,8 +278,10 @@ def _tokenizer(cfg: ml_collections.ConfigDict, train_texts: Sequence[str],
         raise ConfigError(f'{path} is a {tokenizer.kind} tokenizer but '
                           f'dataset.tokenizer is {kind!r}; set '
                           f'dataset.tokenizer={tokenizer.kind!r}{fix}')
-      if cfg.get('vocab_size') not in (None, tokenizer.vocab_size):
-        # The embeddings index this tokenizer's ids: it cannot be resized.
+      # The embeddings index this tokenizer's ids: it cannot be resized. (A
+      # BPE may stop short of its vocab_size on little text: no warning.)
+      if kind == 'subword' and (cfg.get('vocab_size') or 0) and (
+          cfg.vocab_size < tokenizer.vocab_size):
         logging.warning('dataset.vocab_size %d is not used: the run reads %s, '
                         'which has %d ids', cfg.vocab_size, path,
                         tokenizer.vocab_size)

@@ -157,11 +157,8 @@ def _train_and_evaluate(config, workdir, devices, start_time):
   # run with checkpoints of its own resumes and reads neither.
   init_from = config.get('init_from') or None
   init_workdir = None
-  resuming = ckpt.latest_step(os.path.join(workdir, 'checkpoints')) is not None
-  if init_from and resuming:
-    logging.info('init_from %s is not read: the run resumes from its own '
-                 'checkpoints', init_from)
-  elif init_from:
+  if (init_from and
+      ckpt.latest_step(os.path.join(workdir, 'checkpoints')) is None):
     init_workdir = ckpt.run_checkpoints(init_from)[0]
 
   # Mesh
@@ -226,6 +223,8 @@ def _train_and_evaluate(config, workdir, devices, start_time):
     else:
       state, data_state, _ = restored
       train_iter.set_state(data_state)
+      if init_from:
+        logging.info('init_from %s is not read: the run resumes', init_from)
       logging.info('resumed from %s at step %d', manager.directory,
                    int(state.step))
     start_step = int(state.step)

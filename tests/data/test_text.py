@@ -276,9 +276,9 @@ def test_workdir_keeps_the_tokenizer_for_a_resumed_run(data_dir, raw, tmp_path,
     np.testing.assert_array_equal(resumed.eval[i]['tokens'],
                                   first.eval[i]['tokens'])
   # The saved tokenizer wins over a vocab_size given now, and says so.
-  cfg.vocab_size = 500
+  cfg.vocab_size = 200
   pipeline.load_sources(cfg, workdir=str(tmp_path))
-  assert ('dataset.vocab_size 500 is not used: the run reads '
+  assert ('dataset.vocab_size 200 is not used: the run reads '
           f'{tmp_path / pipeline.TOKENIZER_FILE}, which has 300 ids'
           in caplog.text)
   cfg.tokenizer = 'char'
