@@ -245,11 +245,11 @@ def load_params(source: str, params: Any, skip: str | None = None, *,
   with dont_load, MaxText's load_parameters_path).
 
   `source` is as in `run_checkpoints`; errors call it `what`. `params` may
-  be boxed (as `init` returns them) and come back unboxed. Every leaf of `params` must be in the
-  checkpoint, at the same name (e.g. 'encoder/block_0/mlp/hidden/kernel')
-  and shape, unless `skip` (a regex, `re.search`ed in each name; e.g.
-  '^head/' for a new classifier head) matches its name: those keep their
-  values. Leaves are read onto `params`' shardings and dtypes; the
+  be boxed (as `init` returns them) and come back unboxed. Every leaf of
+  `params` must be in the checkpoint, at the same name (e.g.
+  'encoder/block_0/mlp/hidden/kernel') and shape, unless `skip` (a regex,
+  `re.search`ed in each name; e.g. '^head/' for a new classifier head)
+  matches its name: those keep their values. Leaves are read onto `params`' shardings and dtypes; the
   checkpoint's other leaves (a pretraining head, the optimizer state) are
   not read. Nothing in `source` is written.
 

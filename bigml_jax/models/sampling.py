@@ -1,10 +1,11 @@
-"""Sampling from causal LMs: temperature and top-k, in one compiled loop.
+"""Sampling from causal LMs: temperature, top-k and top-p, in one loop.
 
-A model with a `decode` field (`GPTLM`) runs with its key/value cache:
-the prompt goes in one call (prefill), then each step feeds one token and
-attends to the cached ones, so a token costs one position's work. Any other causal model is run over the whole
-[B, P + N] buffer once per new token, reading the logits at the last filled
-position (causality hides the unfilled positions to the right).
+A model with a `decode` field (`GPTLM`) runs with its key/value cache: the
+prompt goes in one call (prefill), then each step feeds one token and
+attends to the cached ones, so a token costs one position's work. Any other
+causal model is run over the whole [B, P + N] buffer once per new token,
+reading the logits at the last filled position (causality hides the
+unfilled positions to the right).
 """
 
 from typing import Any
