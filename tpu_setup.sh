@@ -40,11 +40,12 @@ Code options:
 
 Experiment options:
   --config PATH            default: experiments/configs/default.py
-  --workdir DIR            checkpoints/logs. Multi-host pods need one
-                           directory every host sees: an NFS/Filestore
-                           share, or a bucket mounted on every worker with
-                           gcsfuse --implicit-dirs --rename-dir-limit=200000
-                           (Orbax renames each finished checkpoint);
+  --workdir DIR            checkpoints/logs, an absolute path. Multi-host
+                           pods need one directory every host sees (checked
+                           before the launch): an NFS/Filestore share, or a
+                           bucket mounted on every worker with gcsfuse
+                           --implicit-dirs --rename-dir-limit=200000 (on it,
+                           a commit file marks each finished checkpoint);
                            gs:// URLs are not supported yet. Default:
                            \$HOME/bigml_runs/NAME on each worker (fine for a
                            single host only).
@@ -158,6 +159,11 @@ done
 if [[ $WORKDIR == *://* ]]; then
   die "--workdir $WORKDIR: URL workdirs are not supported yet; pass a directory every worker sees: an NFS share, or the bucket mounted on every worker (gcsfuse --implicit-dirs --rename-dir-limit=200000 BUCKET /mnt/BUCKET) and --workdir /mnt/BUCKET/..."
 fi
+# The code directory is replaced at every upload (rm -rf): a relative
+# workdir would live, and be deleted, inside it.
+if [[ -n $WORKDIR && $WORKDIR != /* ]]; then
+  die "--workdir $WORKDIR is relative: it would live inside the code directory, which every upload deletes; pass an absolute path, e.g. /mnt/BUCKET/runs/NAME"
+fi
 if [[ $DRY_RUN == 0 ]] && ! command -v gcloud >/dev/null 2>&1; then
   die "gcloud not found; install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install) and run 'gcloud auth login'"
 fi
@@ -234,10 +240,24 @@ if [[ -z $WORKDIR ]]; then
 else
   workdir_arg=$(shquote "--workdir=$WORKDIR")
 fi
-hosts_hint=${ACCEL##*-}
-if [[ -z $WORKDIR && $hosts_hint =~ ^[0-9]+$ && $hosts_hint -gt 8 ]]; then
-  warn "$ACCEL is probably multi-host; the default --workdir is not shared between hosts: pass a directory every worker mounts (e.g. a bucket under gcsfuse)"
+# Every host must see the same workdir (checkpoints are collective, the
+# lock and logs are written by worker 0): worker 0 leaves a marker there and
+# every worker must find it. The default, under each worker's own $HOME,
+# passes only on a single host.
+marker=".bigml_shared_check_$$_$RANDOM"
+if [[ -z $WORKDIR ]]; then
+  check_dir="\$HOME/bigml_runs/$NAME"
+else
+  check_dir=$(shquote "$WORKDIR")
 fi
+log "checking that every worker sees the workdir"
+run "${TPU[@]}" ssh "$NAME" "${GFLAGS[@]}" --worker=0 --command \
+  "mkdir -p $check_dir && touch $check_dir/$marker"
+if ! on_all_workers "test -e $check_dir/$marker || { echo \"worker \$(hostname) does not see $check_dir\" >&2; exit 1; }"; then
+  die "--workdir ${WORKDIR:-\$HOME/bigml_runs/$NAME} is not shared by every worker; pass a directory every worker mounts: an NFS/Filestore share, or a bucket under gcsfuse (gcsfuse --implicit-dirs --rename-dir-limit=200000 BUCKET /mnt/BUCKET)"
+fi
+run "${TPU[@]}" ssh "$NAME" "${GFLAGS[@]}" --worker=0 --command \
+  "rm -f $check_dir/$marker"
 cmd="cd $REMOTE_DIR && python3 -m experiments.run $(shquote "--config=$CONFIG") $workdir_arg"
 for o in "${OVERRIDES[@]}"; do cmd+=" $(shquote "$o")"; done
 on_all_workers "$cmd"

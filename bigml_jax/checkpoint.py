@@ -2,19 +2,28 @@
 iterator's position and run metadata, saved asynchronously.
 
 A half-written save never looks like a checkpoint (Orbax writes to a temporary
-directory and renames it when complete). A damaged one — truncated files,
-say — is moved aside to `corrupt-STEP-TIME` with a warning and the previous
-step is restored; a checkpoint whose shapes do not fit the model is an error
-that names the parameter, and nothing is touched.
+directory and renames it when complete; on filesystems without an atomic
+directory rename, such as gcsfuse, a commit file marks it complete instead).
+Before it is committed, the size and CRC-32 of every file of the save are
+recorded in its `checksums.json`. On restore the files are checked against
+it first: proven damage (a changed byte, a truncated or missing file, a
+recorded step that is not the directory's) moves the step aside to
+`corrupt-STEP-TIME` with a warning and the previous step is restored. Any
+other failure to read (an I/O error, too little memory) is a RestoreError
+that touches nothing; so is a checkpoint whose shapes do not fit the model
+(a ConfigError naming the parameter).
 
 Restoring goes through an abstract target whose `ShapeDtypeStruct`s carry the
 *current* shardings, so a checkpoint written on 8 devices restores onto 1 or
 onto another mesh layout (Orbax reshards while reading).
 """
 
+import errno
+import json
 import os
 import re
 import time
+import zlib
 from typing import Any
 
 from absl import logging
@@ -26,27 +35,160 @@ import orbax.checkpoint as ocp
 
 from bigml_jax.errors import ConfigError
 
+CHECKSUMS_FILE = 'checksums.json'
+# Orbax's own step-level files, some rewritten after a save is committed.
+_ITEMS = ('state', 'data', 'metadata')
+_TMP_SUFFIX = '.orbax-checkpoint-tmp'
+_COMMIT_FILE = 'commit_success.txt'
+
 
 class SaveError(OSError):
   """A checkpoint could not be written (disk full, permissions, ...)."""
 
 
-def _first_line(e: Exception) -> str:
+class RestoreError(RuntimeError):
+  """A checkpoint could not be read, though not proven damaged (an I/O
+  error, too little memory, a directory other hosts do not see), or every
+  checkpoint is damaged. Nothing was changed."""
+
+
+_OS_ERROR = re.compile(r'\[Errno (\d+)\] ([^:\];,\n]+)')
+
+
+def _first_line(e: BaseException) -> str:
+  """The cause of `e` in one line, keeping the OS's reason (e.g. 'No space
+  left on device') wherever in the chain or the message it is."""
+  seen = e
+  while seen is not None:
+    if isinstance(seen, OSError) and seen.strerror:
+      return seen.strerror + (f': {seen.filename}' if seen.filename else '')
+    seen = seen.__cause__ or seen.__context__
+  found = _OS_ERROR.search(str(e))
+  if found:
+    return found.group(2).strip()
+  for code in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG):
+    if os.strerror(code) in str(e):
+      return os.strerror(code)
   lines = [l for l in str(e).splitlines() if l.strip()]
   return (lines[-1] if lines else type(e).__name__)[:300]
 
 
+def _on_fuse(directory: str) -> bool:
+  """Whether `directory` is on a FUSE filesystem (gcsfuse, ...), where a
+  directory rename is not atomic."""
+  try:
+    with open('/proc/mounts') as f:
+      mounts = [line.split() for line in f]
+  except OSError:
+    return False
+  directory = os.path.realpath(directory)
+  best = ('', '')
+  for fields in mounts:
+    if len(fields) > 2 and (directory == fields[1] or directory.startswith(
+        fields[1].rstrip('/') + '/')) and len(fields[1]) > len(best[0]):
+      best = (fields[1], fields[2])
+  return best[1].startswith('fuse')
+
+
+def _crc32(path: str) -> int:
+  crc = 0
+  with open(path, 'rb') as f:
+    while chunk := f.read(1 << 20):
+      crc = zlib.crc32(chunk, crc)
+  return crc
+
+
+def _item_files(step_dir: str) -> list[str]:
+  files = []
+  for item in _ITEMS:
+    for root, _, names in os.walk(os.path.join(step_dir, item)):
+      files += [os.path.relpath(os.path.join(root, n), step_dir)
+                for n in names]
+  return sorted(files)
+
+
+def _uncommitted_step(directory: str, name: str, fuse: bool) -> bool:
+  """Whether `name` in `directory` is a step being saved: its temporary
+  directory, or on FUSE (committed by a file) a step without that file."""
+  step = name.split('.')[0]
+  if not step.isdigit():
+    return False
+  if not fuse:
+    return name == step + _TMP_SUFFIX
+  return name == step and not os.path.exists(
+      os.path.join(directory, name, _COMMIT_FILE))
+
+
+def write_checksums(step_dir: str, step: int) -> None:
+  """Records the size and CRC-32 of every file of the items in `step_dir`
+  in its checksums.json (written whole, then renamed into place)."""
+  files = {rel: [os.path.getsize(os.path.join(step_dir, rel)),
+                 _crc32(os.path.join(step_dir, rel))]
+           for rel in _item_files(step_dir)}
+  tmp = os.path.join(step_dir, CHECKSUMS_FILE + '.tmp')
+  with open(tmp, 'w') as f:
+    json.dump({'step': step, 'files': files}, f)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, os.path.join(step_dir, CHECKSUMS_FILE))
+
+
+def find_damage(step_dir: str) -> str | None:
+  """What is proven wrong with the checkpoint in `step_dir` (a file whose
+  size or CRC-32 differs from checksums.json, a missing file, a recorded
+  step that is not the directory's), or None: intact, or without
+  checksums (a checkpoint of an older version), so nothing is proven.
+
+  An OSError while reading is not proof of damage and propagates."""
+  path = os.path.join(step_dir, CHECKSUMS_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      recorded = json.load(f)
+    files, step = recorded['files'], recorded['step']
+  except (ValueError, KeyError, TypeError):
+    return f'{CHECKSUMS_FILE} is malformed'
+  if str(step) != os.path.basename(step_dir):
+    return f'it records step {step}'
+  for rel, (size, crc) in sorted(files.items()):
+    full = os.path.join(step_dir, rel)
+    if not os.path.exists(full):
+      return f'{rel} is missing'
+    if os.path.getsize(full) != size:
+      return f'{rel} has {os.path.getsize(full)} bytes, not {size}'
+    if _crc32(full) != crc:
+      return f'{rel} does not match its checksum'
+  return None
+
+
 def make_manager(directory: str, max_to_keep: int) -> ocp.CheckpointManager:
   """A CheckpointManager in `directory` (created), async, keeping the last
-  `max_to_keep` steps."""
+  `max_to_keep` steps; each save records its checksums before it is
+  committed (see `write_checksums`)."""
+  directory = os.path.abspath(directory)
+  fuse = _on_fuse(os.path.dirname(directory) or directory)
+
+  def record_checksums():
+    # Runs in Orbax's save thread on the primary host, after every file is
+    # written and before the step is committed. Saves run one at a time, so
+    # the one uncommitted step directory is this save's.
+    (step_dir,) = [os.path.join(directory, d) for d in os.listdir(directory)
+                   if _uncommitted_step(directory, d, fuse)]
+    write_checksums(step_dir, int(os.path.basename(step_dir).split('.')[0]))
+
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, enable_async_checkpointing=True, create=True,
-      cleanup_tmp_directories=True)
+      cleanup_tmp_directories=True,
+      async_options=ocp.options.AsyncOptions(
+          post_finalization_callback=record_checksums),
+      temporary_path_class=(ocp.path.atomicity.CommitFileTemporaryPath
+                            if fuse else None))
   # Declaring the items lets metadata be read before any save or restore.
   handlers = {'state': ocp.StandardCheckpointHandler(),
               'data': ocp.JsonCheckpointHandler(),
               'metadata': ocp.JsonCheckpointHandler()}
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+  return ocp.CheckpointManager(directory, options=options,
                                item_handlers=handlers)
 
 
@@ -172,22 +314,80 @@ def _move_aside(manager: ocp.CheckpointManager, step: int) -> None:
   manager.reload()
 
 
+def _agreed_damage(step_dir: str) -> str | None:
+  """`find_damage` as process 0 sees it, on every process: all of them
+  must move the same steps aside and restore the same one."""
+  damage = error = None
+  if jax.process_index() == 0:
+    try:
+      damage = find_damage(step_dir)
+    except OSError as e:
+      error = e
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    text = json.dumps([damage, error and _first_line(error)]).encode()
+    buf = np.zeros(4096, np.uint8)
+    buf[:len(text[:4096])] = np.frombuffer(text[:4096], np.uint8)
+    agreed = multihost_utils.broadcast_one_to_all(buf)
+    damage, reason = json.loads(bytes(np.asarray(agreed)).rstrip(b'\0'))
+    if reason is not None and error is None:
+      error = OSError(reason)
+  if error is not None:
+    raise RestoreError(
+        f'checkpoint {step_dir} cannot be read ({_first_line(error)}); '
+        'nothing was changed: fix the cause (a disk or network error, a '
+        'workdir not every host sees) and rerun the same command')
+  return damage
+
+
 def restore_latest(manager: ocp.CheckpointManager, target: Any
                    ) -> tuple[Any, dict[str, Any], dict[str, Any]] | None:
-  """Restores the newest readable checkpoint onto `target`, or None if there
-  is none. Unreadable ones are moved aside (see the module docstring)."""
+  """Restores the newest intact checkpoint onto `target`, or None if the
+  directory holds none and never did.
+
+  Steps proven damaged (see `find_damage`) are moved aside with a warning.
+  Raises RestoreError, changing nothing, if an intact step cannot be read,
+  or if every checkpoint is damaged (moved aside now or before): starting
+  again from step 0 is the user's choice, not the loop's.
+  """
+  directory = os.fspath(manager.directory)
   for step in sorted(manager.all_steps(), reverse=True):
-    try:
+    step_dir = os.path.join(directory, str(step))
+    damage = _agreed_damage(step_dir)
+    if damage is None:
       check_fits(manager, step, target)
-      return restore(manager, step, target)
-    except ConfigError:
-      raise
-    except Exception as e:  # pylint: disable=broad-except
-      # Orbax and TensorStore raise many types for damaged files.
-      logging.warning('checkpoint step %d in %s is unreadable (%s: %s); moved '
-                      'aside, trying the previous one', step, manager.directory,
-                      type(e).__name__, str(e).splitlines()[0][:200])
-      _move_aside(manager, step)
+      try:
+        state, data, metadata = restore(manager, step, target)
+      except Exception as e:  # pylint: disable=broad-except
+        # Orbax and TensorStore raise many types; unproven is not damage.
+        verified = os.path.exists(os.path.join(step_dir, CHECKSUMS_FILE))
+        raise RestoreError(
+            f'checkpoint step {step} in {directory} cannot be read '
+            f'({_first_line(e)}); ' +
+            ('its files match their checksums, so it is not damaged; '
+             if verified else '') +
+            'nothing was changed: fix the cause (memory, a disk or network '
+            'error, a workdir not every host sees) and rerun the same '
+            'command') from None
+      recorded = (metadata or {}).get('step', step)
+      state_step = (state.get('step') if isinstance(state, dict) else
+                    getattr(state, 'step', None))
+      state_step = step if state_step is None else int(state_step)
+      if recorded == step and state_step == step:
+        return state, data, metadata
+      damage = f'it records step {recorded}, its state step {state_step}'
+    logging.warning('checkpoint step %d in %s is damaged (%s); moved aside, '
+                    'trying the previous one', step, directory, damage)
+    _move_aside(manager, step)
+  corrupt = sorted(d for d in os.listdir(directory)
+                   if d.startswith('corrupt-')) if os.path.isdir(
+                       directory) else []
+  if corrupt:
+    raise RestoreError(
+        f'every checkpoint in {directory} is damaged ({", ".join(corrupt)}); '
+        'nothing more was changed. To start this run again from step 0, '
+        f'remove them (rm -r {directory}/corrupt-*), or pass a new --workdir')
   return None
 
 
@@ -234,8 +434,12 @@ def latest_step(directory: str) -> int | None:
 
 def _steps(directory: str) -> list[int]:
   # Finished saves are renamed to their step number; temporary ones are not.
-  return (sorted(int(d) for d in os.listdir(directory) if d.isdigit())
-          if os.path.isdir(directory) else [])
+  # Where saves are committed by a file instead (FUSE), the file decides.
+  if not os.path.isdir(directory):
+    return []
+  fuse = _on_fuse(directory)
+  return sorted(int(d) for d in os.listdir(directory) if d.isdigit() and (
+      not fuse or os.path.exists(os.path.join(directory, d, _COMMIT_FILE))))
 
 
 def load_params(source: str, params: Any, skip: str | None = None, *,

@@ -9,8 +9,11 @@ they are looked up, so the error can list the known ones.
 import json
 import numbers
 import os
+import time
 
 import ml_collections
+
+from bigml_jax import workdir as workdir_lib
 
 from bigml_jax.errors import ConfigError  # Re-exported: config.ConfigError.
 from bigml_jax.optim import optimizer_fields
@@ -101,15 +104,91 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                     if not isinstance(v, ml_collections.ConfigDict)})
 
 
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Writes the resolved config to `workdir/config.json`; returns the path."""
-  path = os.path.join(workdir, 'config.json')
-  with open(path, 'w') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
+# Fields a resumed run may change: when and how often things happen, where
+# the data lives and how the work is spread over devices. Every other field
+# shapes the numbers (the model, the optimizer, the seed, the batch and so
+# the data order, which the iterator state counts in batches).
+RESUMABLE_FIELDS = (
+    'total_steps', 'log_every', 'eval_every', 'checkpoint_every',
+    'max_to_keep', 'dataset.data_dir', 'mesh', 'logical_axis_rules',
+    'parallelism', 'microbatches', 'steps_per_dispatch', 'nan_policy',
+    'init_from', 'init_skip', 'sampling', 'early_stopping', 'keep_best',
+    'model.remat', 'model.attention_impl',
+)
+CONFIG_FILE = 'config.json'
+HISTORY_DIR = 'configs'
+
+
+def _flat(tree: dict, prefix: str = '') -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict) and value:
+      out.update(_flat(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
+
+
+def _as_json(config: ml_collections.ConfigDict) -> dict:
+  return json.loads(config.to_json_best_effort())
+
+
+def _resumable(field: str) -> bool:
+  return any(field == f or field.startswith(f + '.') for f in RESUMABLE_FIELDS)
+
+
+def check_resume(config: ml_collections.ConfigDict, workdir: str,
+                 reached_step: int) -> None:
+  """Raises ConfigError if `config` changes a field of the run saved in
+  `workdir` that a resumed run must keep (see RESUMABLE_FIELDS), naming
+  each with its old and new value, or if total_steps is below the step the
+  run has reached. A workdir without config.json passes."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path) as f:
+      saved = _flat(json.load(f))
+  except (OSError, ValueError) as e:
+    raise ConfigError(f'{path} cannot be read ({e}); it records the run that '
+                      'wrote the checkpoints: restore it, or pass a new '
+                      '--workdir') from None
+  new = _flat(_as_json(config))
+  changed = [f'{k} {saved.get(k)!r} -> {new.get(k)!r}'
+             for k in sorted(set(saved) | set(new))
+             if saved.get(k) != new.get(k) and not _resumable(k)]
+  if changed:
+    shown = '; '.join(changed[:4]) + (
+        f'; and {len(changed) - 4} more' if len(changed) > 4 else '')
+    raise ConfigError(
+        f'the config differs from the run in {workdir} (at step '
+        f'{reached_step}) in fields a resumed run must keep: {shown}; pass '
+        'a new --workdir for a new run, or the values of its config.json')
+  if config.total_steps < reached_step:
+    raise ConfigError(
+        f'the run in {workdir} has reached step {reached_step}, past '
+        f'total_steps {config.total_steps}; pass total_steps >= '
+        f'{reached_step} to continue it, or a new --workdir')
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str,
+                step: int = 0) -> str:
+  """Writes the resolved config to `workdir/config.json` (all-or-nothing)
+  and a copy to `workdir/configs/`, named by the step the run starts from
+  and the time, so every start of a resumed run stays auditable. Returns
+  config.json's path."""
+  text = config.to_json_best_effort(indent=2, sort_keys=True) + '\n'
+  history = os.path.join(workdir, HISTORY_DIR)
+  os.makedirs(history, exist_ok=True)
+  stamp = time.strftime('%Y%m%d-%H%M%S')
+  workdir_lib.write_atomically(
+      os.path.join(history, f'step{step:08d}-{stamp}.json'), text)
+  path = os.path.join(workdir, CONFIG_FILE)
+  workdir_lib.write_atomically(path, text)
   return path
 
 
 def load_saved_config(workdir: str) -> ml_collections.ConfigDict:
   """Reads back what `save_config` wrote (for scripts and notebooks)."""
-  with open(os.path.join(workdir, 'config.json')) as f:
+  with open(os.path.join(workdir, CONFIG_FILE)) as f:
     return ml_collections.ConfigDict(json.load(f))

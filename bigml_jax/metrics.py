@@ -4,16 +4,20 @@ Only the primary process writes; the others get a writer that drops
 everything, so call sites need no `if process_index == 0`.
 """
 
+import io
 import json
 import math
 import os
 import sys
+import time
 
 from absl import logging
 import numpy as np
 from PIL import Image
 import tensorboardX
 import tqdm
+
+from bigml_jax import workdir as workdir_lib
 
 
 def image_grid(images: np.ndarray, pad: int = 1) -> np.ndarray:
@@ -45,6 +49,15 @@ def _drop_rows_after(path: str, step: int) -> None:
     return
   with open(path) as f:
     lines = f.readlines()
+  if step == 0 and any(line.strip() for line in lines):
+    # A run that starts afresh never deletes rows: those of an earlier
+    # start (killed before its first checkpoint) move aside.
+    aside = os.path.join(os.path.dirname(path),
+                         f'metrics-{time.strftime("%Y%m%d-%H%M%S")}.jsonl')
+    os.replace(path, aside)
+    logging.info('%s holds rows of an earlier start of this run; moved them '
+                 'to %s', path, aside)
+    return
   kept = []
   for line in lines:
     try:
@@ -54,9 +67,7 @@ def _drop_rows_after(path: str, step: int) -> None:
     if row.get('step', 0) <= step:
       kept.append(line.rstrip('\n') + '\n')
   if kept != lines:  # Also when only the last line's newline was lost.
-    with open(path + '.tmp', 'w') as f:
-      f.writelines(kept)
-    os.replace(path + '.tmp', path)
+    workdir_lib.write_atomically(path, ''.join(kept))
   if len(kept) < len(lines):
     logging.info('dropped %d row(s) past step %d from %s (logged after the '
                  'last checkpoint, or by an earlier run)',
@@ -109,8 +120,11 @@ class MetricWriter:
     if not self.enabled:
       return
     grid = image_grid(images)
+    png = io.BytesIO()
     Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid).save(
-        os.path.join(self._workdir, f'{name}_{step:06d}.png'))
+        png, format='png')
+    workdir_lib.write_atomically(
+        os.path.join(self._workdir, f'{name}_{step:06d}.png'), png.getvalue())
     self._tb.add_image(name, grid, step, dataformats='HWC')
 
   def write_texts(self, step: int, name: str, texts: list[str]) -> None:
@@ -120,8 +134,8 @@ class MetricWriter:
     if not self.enabled:
       return
     body = ''.join(f'--- {i}\n{text}\n' for i, text in enumerate(texts))
-    with open(os.path.join(self._workdir, f'{name}_{step:06d}.txt'), 'w') as f:
-      f.write(body)
+    workdir_lib.write_atomically(
+        os.path.join(self._workdir, f'{name}_{step:06d}.txt'), body)
     # TensorBoard renders Markdown: indented, each sample is shown verbatim.
     self._tb.add_text(name, '\n\n'.join(
         f'sample {i}:\n\n' + '\n'.join('    ' + line

@@ -11,7 +11,25 @@ _NOW = time.time()  # Before any import, as "command start" means.
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import os
+import signal
 import sys
+
+
+def _stopped_early(signum, frame):
+  # Outside the loop, which handles the signal itself: the run has written
+  # nothing yet, or has finished its checkpoints.
+  del frame
+  print(f'preempted: stopped by {signal.Signals(signum).name} outside the '
+        'training loop; the finished checkpoints are intact, rerun the same '
+        'command', file=sys.stderr, flush=True)
+  os._exit(143)  # pylint: disable=protected-access
+
+
+if __name__ == '__main__':
+  signal.signal(signal.SIGTERM, _stopped_early)
+  # A restart (below) blocks SIGTERM across exec, where the handler is
+  # lost: a signal then waits for the new image's handler, not kills it.
+  signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
 
 from bigml_jax import host
 
@@ -27,12 +45,17 @@ if __name__ == '__main__' and _pid != str(os.getpid()):
   _ENVIRON = host.environ_for_run(os.environ)
   if _ENVIRON is not None:
     _ENVIRON[_RESTARTED] = f'{os.getpid()}:{_START}'
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
     try:
       os.execve(sys.executable, sys.orig_argv, _ENVIRON)
     except OSError:
-      pass  # Run on without: it costs speed, not the run.
+      # Run on without: it costs speed, not the run.
+      signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
 
 import logging as std_logging
+import re
+import threading
+import traceback
 
 from absl import app
 from absl import flags
@@ -43,6 +66,7 @@ import tensorflow_datasets as tfds
 
 import bigml_jax
 import bigml_jax.checkpoint
+import bigml_jax.workdir
 import bigml_jax.parallel.multihost
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -68,6 +92,15 @@ def _fail(message):
   sys.exit(_error_line(message))
 
 
+def _exit_with(line: str):
+  # Exit without interpreter teardown: after a failed save, TensorStore
+  # callbacks can still reach Orbax's closed event loop and print a
+  # traceback below the one line that explains the failure.
+  print(line, file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  os._exit(1)  # pylint: disable=protected-access
+
+
 def _config_path(argv: list[str]) -> str | None:
   for i, arg in enumerate(argv):
     if arg.startswith('--config='):
@@ -75,6 +108,22 @@ def _config_path(argv: list[str]) -> str | None:
     if arg == '--config' and i + 1 < len(argv):
       return argv[i + 1].split(':', 1)[0]
   return None
+
+
+def _config_file_error(path: str, e: BaseException,
+                       message: str | None = None) -> str:
+  """'config file F line N: ExcType: message' for an exception raised while
+  loading the config file `path` (SyntaxError, NameError, ImportError...)."""
+  line = getattr(e, 'lineno', None) if isinstance(e, SyntaxError) else None
+  if line is None:
+    for frame in traceback.extract_tb(e.__traceback__):
+      if os.path.abspath(frame.filename) == os.path.abspath(path):
+        line = frame.lineno
+  where = f'config file {path}' + (f' line {line}' if line else '')
+  if message is None:
+    message = e.msg if isinstance(e, SyntaxError) else str(e)
+  return (f'{where} did not load: {type(e).__name__}: {message}; fix the '
+          'file')
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -88,10 +137,13 @@ def parse_flags(argv: list[str]) -> list[str]:
   except flags.Error as e:
     if 'Error whilst parsing config file' in str(e):
       # ml_collections puts get_config()'s whole traceback in the message;
-      # its last line is the exception.
+      # its last line is the exception, the file's own frame its line.
       cause = str(e).strip().splitlines()[-1].strip()
-      _fail(f'config file {path} did not load: {cause}; fix the file, or '
-            'the argument after its `:`')
+      lines = re.findall(rf'File "{re.escape(os.path.abspath(path))}", '
+                         r'line (\d+)', str(e)) if path else []
+      where = f' line {lines[-1]}' if lines else ''
+      _fail(f'config file {path}{where} did not load: {cause}; fix the '
+            'file, or the argument after its `:`')
     _fail(f'{e}; see --helpfull for the flags')
   except AttributeError as e:
     # ml_collections: an override of a field the config does not have.
@@ -101,34 +153,72 @@ def parse_flags(argv: list[str]) -> list[str]:
             'get_config() returning an ml_collections.ConfigDict')
     if not any(a.startswith('--config.') for a in argv):
       # No override: get_config() itself read a missing attribute.
-      _fail(f'config file {path} did not load: AttributeError: {hint}; fix '
-            'the file')
+      _fail(_config_file_error(path, e, hint))
     _fail(f'config has no field {hint}; overrides must name existing fields')
   except KeyError as e:
     # ml_collections: an override below a field the config does not have
     # (`--config.modle.x=1`); str() of a KeyError is its message's repr.
+    if path and any(os.path.abspath(f.filename) == os.path.abspath(path)
+                    for f in traceback.extract_tb(e.__traceback__)):
+      _fail(_config_file_error(path, e))
     _fail(f'config has no field {e.args[0] if e.args else e}; overrides must '
           'name existing fields')
   except (TypeError, ValueError) as e:
+    if path and any(os.path.abspath(f.filename) == os.path.abspath(path)
+                    for f in traceback.extract_tb(e.__traceback__)):
+      _fail(_config_file_error(path, e))
     _fail(f'bad config override: {e}')
+  except Exception as e:  # pylint: disable=broad-except
+    # The config file itself raised while it was imported or ran.
+    _fail(_config_file_error(path or '?', e))
+
+
+_OURS = (os.sep + 'bigml_jax' + os.sep, os.sep + 'experiments' + os.sep)
 
 
 def _quiet_libraries(record) -> bool:
-  # Orbax logs every save at INFO; keep the console to our own lines and
-  # to warnings from everyone.
-  if '/orbax/' not in record.pathname:
+  """Keeps the console to our own lines, and to libraries' warnings and
+  errors in at most two lines each.
+
+  A failed save (a full disk) or a damaged checkpoint ends the run with one
+  line naming the cause; the tracebacks libraries log of it (Orbax and
+  TensorStore from several threads, asyncio's 'Task exception was never
+  retrieved'), hundreds of lines, would bury it."""
+  if any(part in record.pathname for part in _OURS):
     return True
-  if record.levelno < std_logging.WARNING:
-    return False
-  if record.levelno >= std_logging.ERROR:
-    # A failed save (a full disk) ends the run with one line naming the
-    # cause and the intact checkpoints; Orbax's tracebacks of it, hundreds
-    # of lines from several threads, would bury that line. Their first
-    # lines stay.
+  if '/orbax/' in record.pathname and record.levelno < std_logging.WARNING:
+    return False  # Orbax logs every save at INFO.
+  if record.levelno >= std_logging.WARNING:
     lines = record.getMessage().splitlines()
+    if record.exc_info and record.exc_info[1] is not None:
+      e = record.exc_info[1]
+      lines = lines[:1] + [f'{type(e).__name__}: {_first_line(e)}']
     record.msg, record.args = '\n'.join(lines[:2]), ()
     record.exc_info = record.exc_text = record.stack_info = None
   return True
+
+
+def _first_line(e: BaseException) -> str:
+  return bigml_jax.checkpoint._first_line(e)  # pylint: disable=protected-access
+
+
+def _one_line_hooks():
+  """Exceptions that end in a library's thread, or that Python cannot
+  raise (in a finalizer), print one line, not a traceback."""
+
+  def thread_hook(args):
+    if args.exc_type is SystemExit:
+      return
+    logging.warning('thread %s: %s: %s', getattr(args.thread, 'name', '?'),
+                    args.exc_type.__name__, _first_line(args.exc_value))
+
+  def unraisable_hook(unraisable):
+    logging.warning('%s: %s: %s', unraisable.err_msg or 'ignored exception',
+                    type(unraisable.exc_value).__name__,
+                    _first_line(unraisable.exc_value))
+
+  threading.excepthook = thread_hook
+  sys.unraisablehook = unraisable_hook
 
 
 def _use_compilation_cache():
@@ -147,6 +237,7 @@ def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_quiet_libraries)
+  _one_line_hooks()
   if host.HUGE_PAGES in os.environ.get('GLIBC_TUNABLES', ''):
     logging.info('malloc: transparent huge pages requested '
                  '(GLIBC_TUNABLES=%s)', os.environ['GLIBC_TUNABLES'])
@@ -164,13 +255,16 @@ def main(argv):
   try:
     result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (bigml_jax.ConfigError, bigml_jax.NonFiniteError,
-          bigml_jax.checkpoint.SaveError) as e:
-    # Exit without interpreter teardown: after a failed save, TensorStore
-    # callbacks can still reach Orbax's closed event loop and print a
-    # traceback below the one line that explains the failure.
-    print(_error_line(e), file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(1)  # pylint: disable=protected-access
+          bigml_jax.checkpoint.SaveError, bigml_jax.checkpoint.RestoreError,
+          bigml_jax.workdir.WorkdirError) as e:
+    _exit_with(_error_line(e))
+  except OSError as e:
+    # A write to the workdir failed outside a checkpoint (metrics, events,
+    # samples): every checkpoint that finished is intact.
+    _exit_with(_error_line(
+        f'writing to {_WORKDIR.value} failed ({_first_line(e)}); the '
+        'finished checkpoints are intact: free disk space (or fix the '
+        'workdir) and rerun the same command to resume'))
   except bigml_jax.Preempted as e:
     # 143 = 128 + SIGTERM: what schedulers expect from a preempted job.
     print(f'preempted: {e}', file=sys.stderr, flush=True)

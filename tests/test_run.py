@@ -89,7 +89,8 @@ def test_rerun_resumes_from_the_workdir(tmp_path, data_dir):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'resumed from' in proc.stderr and 'at step 10' in proc.stderr
   rows = [json.loads(l) for l in open(workdir / 'metrics.jsonl')]
-  assert [r['step'] for r in rows if r['split'] == 'train'] == [1, 10, 11, 20]
+  # The resumed run's first row covers a full log interval (11..20).
+  assert [r['step'] for r in rows if r['split'] == 'train'] == [1, 10, 20]
 
 
 def test_flagfile_sets_run_flags(tmp_path, data_dir):
@@ -182,8 +183,8 @@ def test_config_file_that_reads_a_missing_field(tmp_path):
   proc = run(f'--config={config}', f'--workdir={tmp_path / "w"}')
   assert proc.returncode == 1
   assert proc.stderr.strip() == (
-      f'error: config file {config} did not load: AttributeError: modle; fix '
-      'the file')
+      f'error: config file {config} line 3 did not load: AttributeError: '
+      'modle; fix the file')
 
 
 def test_a_model_mistake_writes_no_tokenizer(tmp_path, data_dir):
@@ -196,6 +197,28 @@ def test_a_model_mistake_writes_no_tokenizer(tmp_path, data_dir):
   assert proc.stderr.strip().splitlines()[-1] == (
       "error: cell 'elman' is unknown; use 'rnn', 'lstm' or 'gru'")
   assert not os.path.exists(tmp_path / 'tokenizer.json')
+
+
+@pytest.mark.parametrize('source,error', [
+    ('def get_config(:\n  pass\n', 'line 1 did not load: SyntaxError: '
+     'invalid syntax; fix the file'),
+    ('import ml_collections\ndef get_config():\n  c = '
+     'ml_collections.ConfigDict()\n  c.x = undefined_name\n  return c\n',
+     "line 4 did not load: NameError: name 'undefined_name' is not defined; "
+     'fix the file'),
+    ('import no_such_module\ndef get_config():\n  return None\n',
+     "line 1 did not load: ModuleNotFoundError: No module named "
+     "'no_such_module'; fix the file"),
+])
+def test_config_file_that_raises(tmp_path, source, error):
+  """user mistake: a config file with a SyntaxError, NameError, ImportError
+  exit 1, one line naming the file, the line and the error"""
+  config = tmp_path / 'broken.py'
+  config.write_text(source)
+  proc = run(f'--config={config}', f'--workdir={tmp_path / "w"}')
+  assert proc.returncode == 1
+  assert proc.stderr.strip() == f'error: config file {config} {error}'
+  assert not os.path.exists(tmp_path / 'w')
 
 
 def test_config_file_without_get_config(tmp_path):

@@ -6,6 +6,7 @@ a plain (sharded) device transfer, and `jit_batch`, what the loop feeds its
 compiled step, skips even that: jit places numpy arrays itself, faster.
 """
 
+import contextlib
 import os
 
 from absl import logging
@@ -62,6 +63,21 @@ def jit_batch(local_batch: dict[str, np.ndarray], sharding: NamedSharding):
   if jax.process_count() > 1:
     return global_batch(local_batch, sharding)
   return _aligned_for(sharding, local_batch)
+
+
+@contextlib.contextmanager
+def primary_first(name: str):
+  """Runs the body on process 0, then on the others (all wait for it): for
+  work that writes shared files the others then read."""
+  if jax.process_count() > 1 and not is_primary():
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+    yield
+    return
+  yield
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
 
 
 def is_primary() -> bool:

@@ -18,7 +18,9 @@ import ml_collections
 import numpy as np
 
 from bigml_jax import checkpoint as ckpt
-from bigml_jax.config import ConfigError, save_config, validate_config
+from bigml_jax import workdir as workdir_lib
+from bigml_jax.config import (ConfigError, check_resume, save_config,
+                              validate_config)
 from bigml_jax.data import pipeline
 from bigml_jax.metrics import MetricWriter
 from bigml_jax.optim import make_optimizer
@@ -38,52 +40,30 @@ class NonFiniteError(FloatingPointError):
   """A non-finite loss or gradient, with nan_policy='stop'."""
 
 
-def _make_workdir(workdir: str) -> tuple[str, bool]:
-  """(absolute path, whether this call created it); checks it is writable."""
-  if '://' in str(workdir):
-    # Config, metrics and image files go through the local file API, which
-    # would make a local directory named after the URL.
-    raise ConfigError(
-        f'workdir {workdir}: URL workdirs are not supported yet; pass a '
-        'directory every host sees: an NFS share, or the bucket mounted on '
-        'every host (gcsfuse --implicit-dirs --rename-dir-limit=200000 '
-        'BUCKET /mnt/BUCKET) and --workdir=/mnt/BUCKET/...')
-  workdir = os.path.abspath(os.path.expanduser(str(workdir)))
-  created = not os.path.exists(workdir)
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
-    with open(probe, 'w'):
-      pass
-    os.remove(probe)
-  except OSError as e:
-    raise ConfigError(f'workdir {workdir} cannot be written ({e.strerror}); '
-                      'pass a --workdir you can write to') from None
-  return workdir, created
-
-
-def _remove_empty_dirs(top: str) -> None:
-  """Removes `top` and the directories under it, if they hold no file."""
-  for root, _, _ in os.walk(top, topdown=False):
-    try:
-      os.rmdir(root)  # Fails, and so keeps it, unless it is empty.
-    except OSError:
-      pass
-
-
 def _bytes_per_device(tree: Any) -> int:
   return sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(tree))
 
 
 class _StopSignal:
-  """Turns SIGTERM/SIGINT into a flag the loop checks between steps."""
+  """Turns SIGTERM/SIGINT into a stop at a step every process agrees on.
+
+  One process: a flag the loop checks between steps. Several: JAX's
+  preemption service keeps its own SIGTERM handler, which tells every
+  process to stop at the same step (`reached_preemption_sync_point`); a
+  Python SIGTERM handler would replace it, and the processes would split
+  between the collective save and the next step, and hang. SIGINT is sent
+  on to it as a SIGTERM.
+  """
 
   def __init__(self):
     self.received = None
     self._previous = {}
+    self._multi = jax.process_count() > 1
 
   def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    signals = (signal.SIGINT,) if self._multi else (signal.SIGTERM,
+                                                    signal.SIGINT)
+    for sig in signals:
       try:
         self._previous[sig] = signal.signal(sig, self._handle)
       except ValueError:  # Not the main thread: leave signals alone.
@@ -93,18 +73,29 @@ class _StopSignal:
   def _handle(self, signum, frame):
     del frame
     self.received = signal.Signals(signum).name
+    if self._multi:
+      os.kill(os.getpid(), signal.SIGTERM)
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
 
   def should_stop(self, step: int) -> bool:
-    if jax.process_count() > 1:
-      # Every process must stop at the same step to save collectively.
+    """Whether to stop after `step`: every process calls this at every
+    step, with the same steps."""
+    if self._multi:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      return (self.received is not None or
-              multihost_utils.reached_preemption_sync_point(step))
+      return multihost_utils.reached_preemption_sync_point(step)
     return self.received is not None
+
+  def interrupts_now(self) -> bool:
+    """Whether to cut work short that is not collective (one process)."""
+    return not self._multi and self.received is not None
+
+  def preempted(self, step: int) -> 'Preempted':
+    return Preempted(f'stopped by {self.received or "preemption"} at step '
+                     f'{step}; checkpoint saved, rerun the same command to '
+                     'resume')
 
 
 def _as_tuples(x):
@@ -138,16 +129,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   start_time = time.time()
   validate_config(config)
-  workdir, created = _make_workdir(workdir)
-  try:
-    return _train_and_evaluate(config, workdir, devices, start_time)
-  except ConfigError:
-    if created:  # A mistake found before the run wrote anything.
-      _remove_empty_dirs(workdir)
-    raise
+  with _StopSignal() as stop:
+    workdir, created = workdir_lib.make(workdir, jax.process_index())
+    lock = workdir_lib.Lock(workdir)
+    try:
+      if multihost.is_primary():
+        lock.acquire()
+      reached = ckpt.latest_step(os.path.join(workdir, 'checkpoints'))
+      if reached is not None:
+        check_resume(config, workdir, reached)
+      return _train_and_evaluate(config, workdir, devices, start_time, stop)
+    except ConfigError:
+      lock.release()
+      if created:  # A mistake found before the run wrote anything.
+        workdir_lib.remove_empty_dirs(workdir)
+      raise
+    finally:
+      lock.release()
 
 
-def _train_and_evaluate(config, workdir, devices, start_time):
+def _train_and_evaluate(config, workdir, devices, start_time, stop):
   use_pmap = config.get('parallelism', 'jit') == 'pmap'
   per_call = config.get('steps_per_dispatch', 1)
   compute_dtype = config.get('compute_dtype') or None
@@ -183,8 +184,11 @@ def _train_and_evaluate(config, workdir, devices, start_time):
         'fsdp or tensor alone')
 
   # Data
-  sources = pipeline.load_sources(config.dataset, workdir,
-                                  init_from=init_workdir)
+  # Process 0 prepares a dataset missing from data_dir before the others
+  # read it: on a shared data_dir they would race to write it.
+  with multihost.primary_first('data prepared'):
+    sources = pipeline.load_sources(config.dataset, workdir,
+                                    init_from=init_workdir)
   preprocess = pipeline.make_preprocess(config.dataset)
   train_iter = pipeline.train_iterator(
       sources.train, preprocess, seed=config.seed,
@@ -234,7 +238,7 @@ def _train_and_evaluate(config, workdir, devices, start_time):
           f'not a multiple of steps_per_dispatch {per_call}; resume with '
           'steps_per_dispatch=1 (or one that divides it)')
     if multihost.is_primary():  # Past the config's checks: the run starts.
-      save_config(config, workdir)
+      save_config(config, workdir, start_step)
       pipeline.save_tokenizer(sources, workdir)
 
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -316,11 +320,15 @@ def _train_and_evaluate(config, workdir, devices, start_time):
     drain_every = (8 if jax.default_backend() == 'cpu' and
                    len(mesh.local_devices) > 1 else 0)
 
-    def evaluate(params) -> dict[str, float]:
+    def evaluate(params) -> dict[str, float] | None:
+      """Eval metrics, or None if a stop signal cut it short (one process:
+      the checkpoint comes first)."""
       sums = None
       for i, local_batch in enumerate(pipeline.eval_batches(
           sources.eval, preprocess, global_batch_size=config.batch_size,
           process_index=jax.process_index(), process_count=jax.process_count())):
+        if stop.interrupts_now():
+          return None
         m = eval_step(params, multihost.jit_batch(local_batch, batch_sharding))
         sums = m if sums is None else step_lib.add_metrics(sums, m)
         if drain_every and (i + 1) % drain_every == 0:
@@ -382,50 +390,67 @@ def _train_and_evaluate(config, workdir, devices, start_time):
       writer.write(log_step, 'train', dict(
           train, learning_rate=float(schedule(log_step - 1))))
 
-    with _StopSignal() as stop:
-      # `step` is the last step of each call (per_call steps a call).
-      for step in range(start_step + per_call, config.total_steps + 1,
-                        per_call):
-        batch = (first_batch if step == start_step + per_call else
-                 to_device(read()))
-        state, sums = train_step(state, sums, batch)
-        if drain_every and (step // per_call) % drain_every == 0:
-          jax.block_until_ready(sums)
-        if pending is not None:
-          flush(pending)
-          pending = None
-        is_last = step == config.total_steps
-        if (step % config.log_every == 0 or step == start_step + per_call or
-            is_last):
-          pending, sums = (step, unreplicate(sums)), new_sums()
-        writer.advance(step)
-        boundary = (step % config.eval_every == 0 or
-                    step % config.checkpoint_every == 0 or is_last)
-        preempted = stop.should_stop(step)
-        if (boundary or preempted) and pending is not None:
-          # Checked before any save: a non-finite run stops here, unsaved.
-          flush(pending)
-          pending = None
-        if step % config.eval_every == 0 or is_last:
-          final = evaluate(host_state().params)
-          writer.write(step, 'eval', final)
-          if sample_fn is not None:
-            write_samples(step)
-        if step % config.checkpoint_every == 0 or is_last or preempted:
+    if stop.interrupts_now():
+      raise Preempted(f'stopped by {stop.received} before the first step; '
+                      'nothing new to save, rerun the same command to '
+                      + ('resume' if start_step else 'start'))
+    # `step` is the last step of each call (per_call steps a call).
+    for step in range(start_step + per_call, config.total_steps + 1,
+                      per_call):
+      first = step == start_step + per_call
+      batch = first_batch if first else to_device(read())
+      state, sums = train_step(state, sums, batch)
+      if drain_every and (step // per_call) % drain_every == 0:
+        jax.block_until_ready(sums)
+      if pending is not None:
+        flush(pending)
+        pending = None
+      is_last = step == config.total_steps
+      log_now = (step % config.log_every == 0 or is_last or
+                 (first and not start_step))
+      if first and not log_now:
+        # A resumed run's first row comes a full log interval after the
+        # checkpoint; the clock starts once the first step has run.
+        jax.block_until_ready(sums)
+        result['time_to_first_step_s'] = time.time() - start_time
+        last_log = (step, time.time())
+      if log_now:
+        pending, sums = (step, unreplicate(sums)), new_sums()
+      writer.advance(step)
+      boundary = (step % config.eval_every == 0 or
+                  step % config.checkpoint_every == 0 or is_last)
+      preempted = stop.should_stop(step)
+      if (boundary or preempted) and pending is not None:
+        # Checked before any save: a non-finite run stops here, unsaved.
+        flush(pending)
+        pending = None
+      if preempted:  # The checkpoint before anything else.
+        save(step)
+        ckpt.wait(manager)
+        raise stop.preempted(step)
+      if step % config.eval_every == 0 or is_last:
+        final = evaluate(host_state().params)
+        if final is None:
           save(step)
-        if preempted:
           ckpt.wait(manager)
-          raise Preempted(
-              f'stopped by {stop.received or "preemption"} at step {step}; '
-              'checkpoint saved, rerun the same command to resume')
+          raise stop.preempted(step)
+        writer.write(step, 'eval', final)
+        if sample_fn is not None:
+          write_samples(step)
+      if step % config.checkpoint_every == 0 or is_last:
+        save(step)
     if pending is not None:
       flush(pending)
 
     if final is None:
       logging.info('workdir already holds the final step %d', start_step)
       final = evaluate(host_state().params)
+      if final is None:
+        raise stop.preempted(start_step)
     ckpt.close(manager)
     writer.close()
+    if stop.interrupts_now():  # During the final save: it has landed.
+      raise stop.preempted(int(unreplicate(state).step))
     result['step'] = int(unreplicate(state).step)
     result.update({f'eval_{k}': float(v) for k, v in final.items()})
     if rates:
@@ -441,6 +466,9 @@ def _train_and_evaluate(config, workdir, devices, start_time):
     for cleanup in cleanups:
       try:
         cleanup()
-      except Exception:  # pylint: disable=broad-except
-        logging.exception('while cleaning up after the error below')
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning('while cleaning up after the error: %s',
+                        ckpt._first_line(e))  # pylint: disable=protected-access
+    # A run stopped before its first save leaves no empty checkpoints/.
+    workdir_lib.remove_empty_dirs(os.path.join(workdir, 'checkpoints'))
     raise
