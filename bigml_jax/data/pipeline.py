@@ -13,7 +13,8 @@ Eval: the whole split once, in order, padded to full global batches; `mask`
 is 1 for real examples and 0 for padding, so each example counts exactly once.
 
 Text datasets (a `text` feature) are tokenized once at load, with a tokenizer
-trained on the train split (or read back from the run's workdir), and the
+trained on the train split (or the one the caller passes: the run loop's
+`resolve_tokenizer` reads back a resumed run's), and the
 sources then hold token ids, so both pipelines above serve them unchanged:
   with a label: {'tokens': int32 [max_length], padded with PAD_ID 0, 'label'};
   without (LM): {'tokens': int32 [max_length + 1]}, consecutive windows of one
@@ -260,42 +261,59 @@ def _as_text(value: Any) -> str:
   return value.decode('utf-8') if isinstance(value, bytes) else str(value)
 
 
-def _tokenizer(cfg: ml_collections.ConfigDict, train_texts: Sequence[str],
-               workdir: str | None, init_from: str | None) -> text_lib.Tokenizer:
-  """The run's tokenizer: read back from `workdir`, else from `init_from`,
-  else trained (and saved by `save_tokenizer` once the run is known to
-  start)."""
+def _tokenizer_kind(cfg: ml_collections.ConfigDict) -> str:
   kind = cfg.get('tokenizer', 'char')
   if kind not in text_lib.TOKENIZERS:
     raise ConfigError(f'dataset.tokenizer {kind!r} is unknown; use one of '
                       f'{", ".join(text_lib.TOKENIZERS)}')
-  for directory, fix in ((workdir, ' or use a new workdir'),
-                         (init_from, ", the init_from run's")):
-    path = os.path.join(directory, TOKENIZER_FILE) if directory else None
-    if path and epath.Path(path).exists():
-      tokenizer = text_lib.load_tokenizer(path)
-      if tokenizer.kind != kind:
-        raise ConfigError(f'{path} is a {tokenizer.kind} tokenizer but '
-                          f'dataset.tokenizer is {kind!r}; set '
-                          f'dataset.tokenizer={tokenizer.kind!r}{fix}')
-      # The embeddings index this tokenizer's ids: it cannot be resized. (A
-      # BPE may stop short of its vocab_size on little text: no warning.)
-      if kind == 'subword' and (cfg.get('vocab_size') or 0) and (
-          cfg.vocab_size < tokenizer.vocab_size):
-        logging.warning('dataset.vocab_size %d is not used: the run reads %s, '
-                        'which has %d ids', cfg.vocab_size, path,
-                        tokenizer.vocab_size)
-      return tokenizer
+  return kind
+
+
+def resolve_tokenizer(cfg: ml_collections.ConfigDict,
+                      candidates: Sequence[tuple[str, str]]
+                      ) -> text_lib.Tokenizer | None:
+  """The tokenizer a run must reuse, or None (`load_sources` then trains one).
+
+  `candidates` are (path of a tokenizer.json, the fix to name if its kind is
+  not dataset.tokenizer's), in order of preference: the run loop passes its
+  own workdir's (a resumed run tokenizes exactly as before), then, for a
+  fresh fine-tuning run, the init_from run's (its embeddings index those
+  ids). The first file that exists is read; a subword `dataset.vocab_size`
+  below its size is not used, with a warning.
+  """
+  for path, fix in candidates:
+    if not path or not epath.Path(path).exists():
+      continue
+    kind = _tokenizer_kind(cfg)
+    tokenizer = text_lib.load_tokenizer(path)
+    if tokenizer.kind != kind:
+      raise ConfigError(f'{path} is a {tokenizer.kind} tokenizer but '
+                        f'dataset.tokenizer is {kind!r}; set '
+                        f'dataset.tokenizer={tokenizer.kind!r}{fix}')
+    # The embeddings index this tokenizer's ids: it cannot be resized. (A
+    # BPE may stop short of its vocab_size on little text: no warning.)
+    if kind == 'subword' and (cfg.get('vocab_size') or 0) and (
+        cfg.vocab_size < tokenizer.vocab_size):
+      logging.warning('dataset.vocab_size %d is not used: the run reads %s, '
+                      'which has %d ids', cfg.vocab_size, path,
+                      tokenizer.vocab_size)
+    return tokenizer
+  return None
+
+
+def _train_tokenizer(cfg: ml_collections.ConfigDict,
+                     train_texts: Sequence[str]) -> text_lib.Tokenizer:
+  """A tokenizer of kind dataset.tokenizer trained on the train text (saved
+  by `save_tokenizer` once the run is known to start)."""
+  kind = _tokenizer_kind(cfg)
   vocab_size = cfg.get('vocab_size')
   if kind == 'subword' and not vocab_size:
     raise ConfigError("dataset.tokenizer 'subword' needs dataset.vocab_size, "
                       'e.g. --config.dataset.vocab_size=1024')
   try:
-    tokenizer = text_lib.train_tokenizer(kind, train_texts,
-                                         vocab_size=vocab_size)
+    return text_lib.train_tokenizer(kind, train_texts, vocab_size=vocab_size)
   except ValueError as e:
     raise ConfigError(f'dataset: {e}') from None
-  return tokenizer
 
 
 def save_tokenizer(sources: 'Sources', workdir: str) -> None:
@@ -318,7 +336,7 @@ def _token_stream(tokenizer: text_lib.Tokenizer,
 
 
 def _text_sources(cfg: ml_collections.ConfigDict, train, eval_, features,
-                  workdir: str | None, init_from: str | None) -> Sources:
+                  tokenizer: text_lib.Tokenizer | None) -> Sources:
   text_key = cfg.get('text_key', 'text')
   label_key = cfg.get('label_key', 'label')
   max_length = cfg.get('max_length', DEFAULT_MAX_LENGTH)
@@ -329,8 +347,9 @@ def _text_sources(cfg: ml_collections.ConfigDict, train, eval_, features,
              for split, source in (('train', train), ('eval', eval_))}
   texts = {split: [_as_text(r[text_key]) for r in split_records]
            for split, split_records in records.items()}
-  # Trained on train text only: eval text stays unseen, as it would be.
-  tokenizer = _tokenizer(cfg, texts['train'], workdir, init_from)
+  if tokenizer is None:
+    # Trained on train text only: eval text stays unseen, as it would be.
+    tokenizer = _train_tokenizer(cfg, texts['train'])
   vocab_size = tokenizer.vocab_size
   if label_key in features:
     make = lambda split: PaddedTokens(
@@ -346,15 +365,14 @@ def _text_sources(cfg: ml_collections.ConfigDict, train, eval_, features,
       None, vocab_size, tokenizer)
 
 
-def load_sources(cfg: ml_collections.ConfigDict, workdir: str | None = None,
-                 *, init_from: str | None = None) -> Sources:
+def load_sources(cfg: ml_collections.ConfigDict, *,
+                 tokenizer: text_lib.Tokenizer | None = None) -> Sources:
   """Returns the train and eval sources named by `config.dataset`.
 
-  For text, a tokenizer is trained on the train split, or, with `workdir`,
-  read back from its tokenizer.json when present (`save_tokenizer` writes
-  it), so a resumed run tokenizes exactly as before. Failing that, a
-  fine-tuning run reads the tokenizer of the run it starts from (the
-  workdir `init_from`), whose embeddings index that tokenizer's ids.
+  Text is tokenized with `tokenizer` as it is, or, when None, with one
+  trained on the train split (the run loop passes the one
+  `resolve_tokenizer` finds, so a resumed or fine-tuning run tokenizes as
+  the run it continues). Data without text ignores it.
   """
   if cfg.name == 'synthetic':
     missing = [k for k in SYNTHETIC_FIELDS if k not in cfg]
@@ -376,7 +394,7 @@ def load_sources(cfg: ml_collections.ConfigDict, workdir: str | None = None,
         f'{", ".join(sorted(BUILDERS))}, synthetic, or a prepared TFDS '
         'catalog name') from None
   if cfg.get('text_key', 'text') in features:
-    return _text_sources(cfg, train, eval_, features, workdir, init_from)
+    return _text_sources(cfg, train, eval_, features, tokenizer)
   label = features[cfg.get('label_key', 'label')]
   return Sources(_in_memory(train, features), _in_memory(eval_, features),
                  label.num_classes)

@@ -183,8 +183,14 @@ def _train_and_evaluate(config, workdir, devices, start_time):
         'fsdp or tensor alone')
 
   # Data
-  sources = pipeline.load_sources(config.dataset, workdir,
-                                  init_from=init_workdir)
+  tokenizers = [(os.path.join(workdir, pipeline.TOKENIZER_FILE),
+                 ' or use a new workdir')]
+  if init_workdir:
+    tokenizers.append((os.path.join(init_workdir, pipeline.TOKENIZER_FILE),
+                       ", the init_from run's"))
+  sources = pipeline.load_sources(
+      config.dataset,
+      tokenizer=pipeline.resolve_tokenizer(config.dataset, tokenizers))
   preprocess = pipeline.make_preprocess(config.dataset)
   train_iter = pipeline.train_iterator(
       sources.train, preprocess, seed=config.seed,
