@@ -43,12 +43,14 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from bigml_jax.config import ConfigError
+from bigml_jax.data import augment
+from bigml_jax.data import preprocess as preprocess_lib
 from bigml_jax.data import text as text_lib
 from bigml_jax.data.index_shuffle import index_shuffle
 from bigml_jax.data.builders import BUILDERS
 
 Batch = dict[str, np.ndarray]
-TOKENS_KEY = 'tokens'
+TOKENS_KEY = preprocess_lib.TOKENS_KEY
 TOKENIZER_FILE = 'tokenizer.json'
 DEFAULT_MAX_LENGTH = 256
 MAX_IN_MEMORY_BYTES = 256 << 20  # Splits up to this size are decoded once.
@@ -400,27 +402,16 @@ def load_sources(cfg: ml_collections.ConfigDict, *,
                  label.num_classes)
 
 
-def make_preprocess(cfg: ml_collections.ConfigDict):
-  """Maps raw examples to {'image': float32, 'label': int32}.
+def make_preprocess(cfg: ml_collections.ConfigDict) -> preprocess_lib.Preprocess:
+  """The preprocessing `cfg` (the dataset section) names: its deterministic
+  ops (`dataset.preprocess`, default: images as float32, labels int32; token
+  ids int32) for every batch, and its augmentation (`dataset.augment`) for
+  train batches (see `bigml_jax.data.preprocess`).
 
   Works on one example ([H, W, C] image) or a stacked batch ([B, H, W, C]):
   batches are preprocessed whole, which is far cheaper than per example.
-  Text examples, already token ids (see `load_sources`), become int32 as
-  they are.
   """
-  image_key = cfg.get('image_key', 'image')
-  label_key = cfg.get('label_key', 'label')
-
-  def preprocess(example: dict[str, Any]) -> Batch:
-    if TOKENS_KEY in example:
-      return {k: np.asarray(v, np.int32) for k, v in example.items()}
-    image = np.asarray(example[image_key])
-    if np.issubdtype(image.dtype, np.integer):
-      image = np.divide(image, np.float32(255), dtype=np.float32)
-    return {'image': image.astype(np.float32, copy=False),
-            'label': np.asarray(example[label_key], np.int32)}
-
-  return preprocess
+  return preprocess_lib.Preprocess(cfg)
 
 
 def _read_records(source: Sequence[Any], indices: Sequence[int]) -> list[Any]:
@@ -435,11 +426,28 @@ def _stack(records: Sequence[dict[str, Any]]) -> Batch:
   return {k: np.stack([np.asarray(r[k]) for r in records]) for k in records[0]}
 
 
-def _read_batch(source: Sequence[Any], preprocess,
-                indices: Sequence[int]) -> Batch:
+def _read_batch(source: Sequence[Any], preprocess, indices: Sequence[int],
+                keys: augment.ExampleKeys | None = None) -> Batch:
   if hasattr(source, 'read_batch'):
-    return preprocess(source.read_batch(indices))
-  return preprocess(_stack(_read_records(source, indices)))
+    batch = source.read_batch(indices)
+  else:
+    batch = _stack(_read_records(source, indices))
+  if keys is None:  # Eval, or a preprocessing function of the caller's.
+    return preprocess(batch)
+  return preprocess(batch, keys)
+
+
+def _train_keys(preprocess, seed: int, batches: Sequence[int],
+                size: int) -> augment.ExampleKeys | None:
+  """Augmentation keys of local train batches `batches` (local batch m of
+  `size` holds the train stream's positions m * size + [0, size)), for a
+  `Preprocess` that augments; None otherwise."""
+  if not (isinstance(preprocess, preprocess_lib.Preprocess) and
+          preprocess.augment):
+    return None
+  positions = (np.asarray(batches, np.int64)[:, None] * size +
+               np.arange(size)).reshape(-1)
+  return augment.ExampleKeys(seed, positions)
 
 
 def _local_batch_size(global_batch_size: int, process_count: int) -> int:
@@ -520,12 +528,27 @@ def train_iterator(source: Sequence[Any], preprocess, *, seed: int,
                         process_count)
   # The grain graph works on batches of indices; records are read a batch at
   # a time, which ArrayRecord does several times faster than one by one.
-  ds = grain.MapDataset.source(indices)
+  ds = grain.MapDataset.source(_Numbered(indices))
   ds = ds[process_index::process_count].map(
-      lambda indices: _read_batch(source, preprocess, indices))
+      lambda m_indices: _read_batch(
+          source, preprocess, m_indices[1],
+          _train_keys(preprocess, seed, [m_indices[0]], local)))
   read = grain.ReadOptions(num_threads=num_threads,
                            prefetch_buffer_size=4 if num_threads else 0)
   return iter(ds.to_iter_dataset(read))
+
+
+class _Numbered(Sequence):
+  """(k, sequence[k]): the batch's number travels with its indices."""
+
+  def __init__(self, sequence: Sequence[Any]):
+    self._sequence = sequence
+
+  def __len__(self) -> int:
+    return len(self._sequence)
+
+  def __getitem__(self, k: int) -> tuple[int, Any]:
+    return k, self._sequence[k]
 
 
 class ArrayBatches(Iterator[Batch]):
@@ -548,15 +571,21 @@ class ArrayBatches(Iterator[Batch]):
   def __next__(self) -> Batch:
     k = self._next * self._process_count + self._process_index
     self._next += 1
-    return _read_batch(self._source, self._preprocess, self._indices[k])
+    return _read_batch(self._source, self._preprocess, self._indices[k],
+                       self._keys([k]))
 
   def next_stacked(self, k: int) -> Batch:
     """The next k batches stacked [k, B, ...], read with one gather."""
     ks = (self._next + np.arange(k)) * self._process_count + self._process_index
     indices = np.concatenate([self._indices[int(j)] for j in ks])
     self._next += k
-    batch = _read_batch(self._source, self._preprocess, indices)
+    batch = _read_batch(self._source, self._preprocess, indices,
+                        self._keys(ks))
     return {key: v.reshape(k, -1, *v.shape[1:]) for key, v in batch.items()}
+
+  def _keys(self, ks: Sequence[int]) -> augment.ExampleKeys | None:
+    return _train_keys(self._preprocess, self._indices.seed, ks,
+                       self._indices.batch_size)
 
   def get_state(self) -> dict[str, int]:
     return {'next_index': self._next}
