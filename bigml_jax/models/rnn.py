@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bigml_jax.data.text import PAD_ID
 from bigml_jax.errors import ConfigError
 from bigml_jax.models import layers
 from bigml_jax.models.embeddings import Embed
@@ -121,7 +122,7 @@ class Recurrent(nn.Module):
 
 
 class RNNClassifier(nn.Module):
-  """Token ids [B, L] (0 = padding) -> logits [B, num_classes].
+  """Token ids [B, L] (PAD_ID = padding) -> logits [B, num_classes].
 
   Embedding -> a recurrent layer over the non-pad tokens -> the hidden output
   at each sequence's last real token -> dropout -> dense. Pads may sit
@@ -148,7 +149,7 @@ class RNNClassifier(nn.Module):
     x_BxLxD = Embed(self.vocab_size, self.embed_dim, name='embed')(tokens_BxL)
     x_BxLxD = nn.Dropout(self.dropout_rate, deterministic=not train)(x_BxLxD)
     cell = make_cell(self.cell, self.hidden_dim, name='cell')
-    _, h_BxH = Recurrent(cell, name='recurrent')(x_BxLxD, tokens_BxL != 0)
+    _, h_BxH = Recurrent(cell, name='recurrent')(x_BxLxD, tokens_BxL != PAD_ID)
     h_BxH = nn.Dropout(self.dropout_rate, deterministic=not train)(h_BxH)
     return layers.dense(self.num_classes, ('mlp', 'vocab'), name='head')(h_BxH)
 
