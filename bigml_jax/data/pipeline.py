@@ -402,16 +402,23 @@ def load_sources(cfg: ml_collections.ConfigDict, *,
                  label.num_classes)
 
 
-def make_preprocess(cfg: ml_collections.ConfigDict) -> preprocess_lib.Preprocess:
+def make_preprocess(cfg: ml_collections.ConfigDict,
+                    train: Sequence[Any] | None = None
+                    ) -> preprocess_lib.Preprocess:
   """The preprocessing `cfg` (the dataset section) names: its deterministic
   ops (`dataset.preprocess`, default: images as float32, labels int32; token
   ids int32) for every batch, and its augmentation (`dataset.augment`) for
-  train batches (see `bigml_jax.data.preprocess`).
+  train batches (see `bigml_jax.data.preprocess`). `train`, the train
+  source, fits the ops that need its statistics (standardize).
 
   Works on one example ([H, W, C] image) or a stacked batch ([B, H, W, C]):
   batches are preprocessed whole, which is far cheaper than per example.
   """
-  return preprocess_lib.Preprocess(cfg)
+  read = None if train is None else (
+      lambda indices: (train.read_batch(indices) if hasattr(train, 'read_batch')
+                       else _stack(_read_records(train, indices))))
+  return preprocess_lib.Preprocess(cfg, read,
+                                   0 if train is None else len(train))
 
 
 def _read_records(source: Sequence[Any], indices: Sequence[int]) -> list[Any]:

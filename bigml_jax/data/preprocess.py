@@ -72,6 +72,40 @@ class Cast:
     return {**batch, self.out or self.key: np.asarray(x, self.dtype)}
 
 
+class Standardize:
+  """`key` as (x - mean) / std, float32, with the mean and standard
+  deviation of the train split (after the ops before this one) over its
+  examples and every axis but the last: per feature of a vector, per
+  channel of an image. `fit` computes them once, at load."""
+
+  def __init__(self, key: str = 'image', out: str | None = None):
+    self.key, self.out = key, out or key
+    self.mean = self.std = None
+
+  def fit(self, batches) -> None:
+    """Statistics over `batches`, the train split preprocessed up to here."""
+    count, total, squares = 0, 0.0, 0.0
+    for batch in batches:
+      x = _feature(batch, self.key, 'standardize').astype(np.float64)
+      x = x.reshape(-1, x.shape[-1])
+      count += len(x)
+      total = total + x.sum(0)
+      squares = squares + (x * x).sum(0)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+    # A constant feature stays 0 instead of dividing by 0.
+    self.mean, self.std = mean, np.where(std > 0, std, 1.0)
+
+  def __call__(self, batch: Batch) -> Batch:
+    if self.mean is None:
+      raise ConfigError('preprocessing op standardize needs the train '
+                        'split: make_preprocess(dataset_config, '
+                        'sources.train)')
+    x = _feature(batch, self.key, 'standardize')
+    x = ((x - self.mean) / self.std).astype(np.float32)
+    return {**batch, self.out: x}
+
+
 class Keep:
   """Only the features named, in that order."""
 
@@ -83,7 +117,9 @@ class Keep:
 
 
 OPS: dict[str, Callable[..., Any]] = {
-    'image_to_float': ImageToFloat, 'cast': Cast, 'keep': Keep}
+    'image_to_float': ImageToFloat, 'cast': Cast, 'keep': Keep,
+    'standardize': Standardize}
+_FIT_BATCH = 4096  # Examples read at a time to fit statistics.
 RANDOM_OPS: dict[str, Callable[..., Any]] = dict(augment.OPS)
 
 
@@ -149,16 +185,27 @@ class Preprocess:
   not), chosen per call as the data has them.
   """
 
-  def __init__(self, cfg: ml_collections.ConfigDict):
+  def __init__(self, cfg: ml_collections.ConfigDict,
+               read_train: Callable[[Sequence[int]], Batch] | None = None,
+               num_train: int = 0):
     self.ops = parse_ops(cfg.get('preprocess'), 'preprocess') or None
     self.augment = parse_ops(cfg.get('augment'), 'augment')
     self._defaults = {text: default_ops(cfg, text) for text in (False, True)}
+    for i, op in enumerate(self.ops or ()):
+      if hasattr(op, 'fit') and read_train is not None:
+        op.fit(self._run(self.ops[:i], read_train(range(start, min(
+            start + _FIT_BATCH, num_train)))) for start in range(
+                0, num_train, _FIT_BATCH))
+
+  @staticmethod
+  def _run(ops, batch: Batch) -> Batch:
+    for op in ops:
+      batch = op(batch)
+    return batch
 
   def __call__(self, batch: Batch,
                keys: augment.ExampleKeys | None = None) -> Batch:
-    ops = self.ops or self._defaults[TOKENS_KEY in batch]
-    for op in ops:
-      batch = op(batch)
+    batch = self._run(self.ops or self._defaults[TOKENS_KEY in batch], batch)
     if keys is not None:
       for i, op in enumerate(self.augment):
         batch = op(batch, keys.fold_in(i))

@@ -191,7 +191,7 @@ def _train_and_evaluate(config, workdir, devices, start_time):
   sources = pipeline.load_sources(
       config.dataset,
       tokenizer=pipeline.resolve_tokenizer(config.dataset, tokenizers))
-  preprocess = pipeline.make_preprocess(config.dataset)
+  preprocess = pipeline.make_preprocess(config.dataset, sources.train)
   train_iter = pipeline.train_iterator(
       sources.train, preprocess, seed=config.seed,
       global_batch_size=config.batch_size,
