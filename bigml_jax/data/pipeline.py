@@ -44,6 +44,7 @@ import tensorflow_datasets as tfds
 
 from bigml_jax.config import ConfigError
 from bigml_jax.data import augment
+from bigml_jax.data import formats
 from bigml_jax.data import preprocess as preprocess_lib
 from bigml_jax.data import text as text_lib
 from bigml_jax.data.index_shuffle import index_shuffle
@@ -210,13 +211,16 @@ class Sources:
   """The splits of one dataset and what the model needs to know about it.
 
   `num_classes` is None for a language model's text; `vocab_size` and
-  `tokenizer` are set for text only.
+  `tokenizer` are set for text only. `class_names` are the labels' names
+  in id order (a CSV's label values, an image folder's sub-folders, '0',
+  '1', ... for class ids), None without labels.
   """
   train: Sequence[Any]
   eval: Sequence[Any]
   num_classes: int | None = None
   vocab_size: int | None = None
   tokenizer: text_lib.Tokenizer | None = None
+  class_names: tuple[str, ...] | None = None
 
   @property
   def fields(self) -> dict[str, int]:
@@ -230,8 +234,12 @@ def _prepared_version_dir(data_dir: str, name: str) -> str | None:
   return os.path.dirname(infos[-1]) if infos else None
 
 
+def _data_dir(cfg: ml_collections.ConfigDict) -> str:
+  return os.path.expanduser(cfg.get('data_dir') or DEFAULT_DATA_DIR)
+
+
 def _tfds_splits(cfg: ml_collections.ConfigDict):
-  data_dir = os.path.expanduser(cfg.get('data_dir') or DEFAULT_DATA_DIR)
+  data_dir = _data_dir(cfg)
   name = cfg.name
   if name in BUILDERS:
     builder = BUILDERS[name](data_dir=data_dir, file_format='array_record')
@@ -388,18 +396,85 @@ def load_sources(cfg: ml_collections.ConfigDict, *,
                                            seed, vocab_size)
     return Sources(make(cfg.num_train, 0), make(cfg.num_eval, 1),
                    cfg.num_classes, vocab_size)
-  try:
-    train, eval_, features = _tfds_splits(cfg)
-  except tfds.core.registered.DatasetNotFoundError:
-    raise ConfigError(
-        f'dataset.name {cfg.name!r} is unknown; offline datasets: '
-        f'{", ".join(sorted(BUILDERS))}, synthetic, or a prepared TFDS '
-        'catalog name') from None
+  if cfg.name in formats.FORMATS:
+    train, eval_, features = _file_splits(cfg)
+  else:
+    try:
+      train, eval_, features = _tfds_splits(cfg)
+    except tfds.core.registered.DatasetNotFoundError:
+      raise ConfigError(
+          f'dataset.name {cfg.name!r} is unknown; offline datasets: '
+          f'{", ".join(sorted(BUILDERS))}, synthetic; your own files: '
+          f'{", ".join(formats.FORMATS)}; or a prepared TFDS catalog name'
+          ) from None
   if cfg.get('text_key', 'text') in features:
-    return _text_sources(cfg, train, eval_, features, tokenizer)
-  label = features[cfg.get('label_key', 'label')]
-  return Sources(_in_memory(train, features), _in_memory(eval_, features),
-                 label.num_classes)
+    sources = _text_sources(cfg, train, eval_, features, tokenizer)
+  else:
+    label = features[cfg.get('label_key', 'label')]
+    sources = Sources(_in_memory(train, features), _in_memory(eval_, features),
+                      label.num_classes)
+  label_key = cfg.get('label_key', 'label')
+  label = features[label_key] if label_key in features else None
+  if isinstance(label, tfds.features.ClassLabel):
+    sources = dataclasses.replace(sources, class_names=tuple(label.names))
+  return sources
+
+
+DEFAULT_EVAL_FRACTION = 0.2
+
+
+class Subset(Sequence):
+  """Examples `indices` of `source`, read as `source` reads them."""
+
+  def __init__(self, source: Sequence[Any], indices: np.ndarray):
+    self.source, self.indices = source, indices
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int) -> Any:
+    return self.source[int(self.indices[index])]
+
+  def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+    return _read_records(self.source, self.indices[np.asarray(indices)])
+
+
+def _hold_out(cfg: ml_collections.ConfigDict, source: Sequence[Any]
+              ) -> tuple[Subset, Subset]:
+  """(train, eval): `dataset.eval_fraction` of `source` held out, chosen by
+  `dataset.split_seed` (each keeps the file's order)."""
+  fraction = cfg.get('eval_fraction')
+  fraction = DEFAULT_EVAL_FRACTION if fraction is None else fraction
+  n = len(source)
+  n_eval = round(n * fraction) if 0 < fraction < 1 else 0
+  if not 0 < n_eval < n:
+    raise ConfigError(
+        f'dataset.eval_fraction {fraction} of {n} examples leaves no eval or '
+        'no train examples; use a fraction in (0, 1), or set '
+        'dataset.eval_path')
+  order = np.random.default_rng(cfg.get('split_seed') or 0).permutation(n)
+  return (Subset(source, np.sort(order[n_eval:])),
+          Subset(source, np.sort(order[:n_eval])))
+
+
+def _file_splits(cfg: ml_collections.ConfigDict):
+  """(train, eval, features) of the user's files `cfg` names (converted
+  once under data_dir)."""
+  train, eval_, features, _ = formats.load(cfg, _data_dir(cfg))
+  if eval_ is None:
+    train, eval_ = _hold_out(cfg, train)
+  elif cfg.get('eval_fraction') is not None:
+    raise ConfigError('dataset.eval_fraction and dataset.eval_path are both '
+                      'set; hold out part of train or read eval_path, not '
+                      'both (unset one)')
+  input_key = cfg.get('input_key') or 'image'
+  text = cfg.get('text_key', 'text') in features
+  if not text and not cfg.get('preprocess') and input_key not in features:
+    raise ConfigError(
+        f'dataset.input_key {input_key!r} is not a feature of '
+        f'{cfg.train_path} (its features: {", ".join(sorted(features))}); '
+        "set dataset.input_key to the model's input")
+  return train, eval_, features
 
 
 def make_preprocess(cfg: ml_collections.ConfigDict,
