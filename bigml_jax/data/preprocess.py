@@ -189,7 +189,10 @@ class Preprocess:
                read_train: Callable[[Sequence[int]], Batch] | None = None,
                num_train: int = 0):
     self.ops = parse_ops(cfg.get('preprocess'), 'preprocess') or None
-    self.augment = parse_ops(cfg.get('augment'), 'augment')
+    # Augmentation works on the model's input unless an op names a key.
+    input_key = cfg.get('input_key') or 'image'
+    self.augment = [op if op.key else dataclasses.replace(op, key=input_key)
+                    for op in parse_ops(cfg.get('augment'), 'augment')]
     self._defaults = {text: default_ops(cfg, text) for text in (False, True)}
     for i, op in enumerate(self.ops or ()):
       if hasattr(op, 'fit') and read_train is not None:
