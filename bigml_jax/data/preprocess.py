@@ -141,11 +141,11 @@ def _parse_op(text: str, registry: dict[str, Callable[..., Any]],
                       "name or name(arg, key=value) with Python literals, "
                       "ops separated by '|'") from None
   if name not in registry:
-    other = RANDOM_OPS if registry is OPS else OPS
-    where = (f"; {name} is {'random' if other is RANDOM_OPS else 'not'}"
-             f" random: put it in dataset."
-             f"{'augment' if other is RANDOM_OPS else 'preprocess'}"
-             if name in other else '')
+    where = ''
+    if registry is OPS and name in RANDOM_OPS:
+      where = f'; {name} is random: put it in dataset.augment'
+    elif registry is RANDOM_OPS and name in OPS:
+      where = f'; {name} is not random: put it in dataset.preprocess'
     raise ConfigError(f'dataset.{field}: op {name!r} is unknown{where}; '
                       f'known ops: {", ".join(sorted(registry))}')
   try:

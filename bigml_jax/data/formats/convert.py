@@ -138,7 +138,7 @@ def class_ids(splits: Mapping[str, Split], options: dict[str, Any]
         raise ConfigError(f'{s.path}: labels are numbers but the train '
                           f'labels ({train.path}) are class names; use one '
                           'kind in both')
-      unknown = [v for v in s.labels if str(v) not in index]
+      unknown = [str(v) for v in s.labels if str(v) not in index]
       if unknown:
         raise ConfigError(
             f'{s.path}: label {unknown[0]!r} is not one of the train classes '
