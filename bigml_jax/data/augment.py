@@ -9,7 +9,6 @@ run draws exactly what it would have. The generator is a counter-based hash
 """
 
 import dataclasses
-import math
 
 import numpy as np
 from scipy import special

@@ -7,7 +7,10 @@ Train: indices -> shuffle(seed, reshuffled each epoch) -> repeat -> batch
 bookkeeping). Local batch k*P + p
 holds the examples of global batch k that process p feeds, so the global batch
 at every step is the same whatever the number of processes, and the
-iterator's `get_state()` (saved in checkpoints) is just a position.
+iterator's `get_state()` (saved in checkpoints) is just a position. Random
+preprocessing (augmentation) draws per example from (seed, its position in
+this stream), so it too is the same on any number of processes and resumes
+exactly.
 
 Eval: the whole split once, in order, padded to full global batches; `mask`
 is 1 for real examples and 0 for padding, so each example counts exactly once.
@@ -23,7 +26,8 @@ sources then hold token ids, so both pipelines above serve them unchanged:
 No TensorFlow at run time: `tfds.data_source` reads array_record files with
 the `array_record` package. Catalog datasets (e.g. `mnist`) are used only when
 already prepared on disk: checking the directory first means nothing ever
-tries the network.
+tries the network. A user's own files (npz, csv, image_folder, jsonl) are
+converted once into the same form (`bigml_jax.data.formats`).
 """
 
 import dataclasses

@@ -14,6 +14,7 @@ from bigml_jax.data import pipeline
 from bigml_jax.data import formats
 from bigml_jax.data.formats import arrays_dataset
 from bigml_jax.data.formats import convert
+from bigml_jax.data.formats import examples
 
 
 def _cfg(data_dir, name, train_path, eval_path=None, **fields):
@@ -415,3 +416,49 @@ def test_arrays_dataset_names_arrays_for_a_config(tmp_path):
     arrays_dataset({'image': [[1, 2], [3]], 'label': [0, 1]},
                    data_dir=str(tmp_path / 'new'))
   assert not os.path.exists(tmp_path / 'new')
+
+
+# The shipped data written out as files reads back as the shipped datasets.
+
+
+def test_fortunes_as_jsonl_give_the_batches_of_fortunes(tmp_path, data_dir):
+  files = examples.write_fortunes_jsonl(str(tmp_path / 'fortunes'))
+  own = pipeline.load_sources(_cfg(
+      data_dir, 'jsonl', f'{files}/train.jsonl', f'{files}/test.jsonl',
+      tokenizer='char', max_length=48))
+  shipped = pipeline.load_sources(ml_collections.ConfigDict(dict(
+      name='fortunes', train_split='train', eval_split='test',
+      data_dir=data_dir, tokenizer='char', max_length=48)))
+  assert own.class_names == shipped.class_names == ('murphy', 'startrek',
+                                                    'zippy')
+  pre = pipeline.make_preprocess(ml_collections.ConfigDict())
+  batches = lambda s, p, n: pipeline.train_iterator(
+      s.train, pre, seed=1, global_batch_size=32, process_index=p,
+      process_count=n)
+  one, two = batches(shipped, 0, 1), [batches(own, p, 2) for p in range(2)]
+  for _ in range(3):  # Two processes of the files = one of the shipped.
+    want, halves = next(one), [next(h) for h in two]
+    for key in want:
+      np.testing.assert_array_equal(
+          np.concatenate([halves[0][key], halves[1][key]]), want[key])
+
+
+def test_digits_as_png_folder_and_npz_hold_the_digits(tmp_path, data_dir):
+  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  files = examples.write_all(str(tmp_path / 'files'))
+  folder = pipeline.load_sources(_cfg(
+      data_dir, 'image_folder', f"{files['digits_png']}/train",
+      f"{files['digits_png']}/test"))
+  test = _arrays(folder.eval)
+  digits = load_digits()
+  # Test image j of the shipped split is image 5j; the folder is by class.
+  want = np.round(digits.images[::5] * 255 / 16).astype(np.uint8)
+  order = np.argsort(digits.target[::5], kind='stable')
+  np.testing.assert_array_equal(test['image'][..., 0], want[order])
+  np.testing.assert_array_equal(test['label'], digits.target[::5][order])
+  assert folder.class_names == tuple(str(d) for d in range(10))
+  npz = pipeline.load_sources(_cfg(
+      data_dir, 'npz', f"{files['digits_npz']}/train.npz",
+      f"{files['digits_npz']}/test.npz", input_key='pixels'))
+  np.testing.assert_array_equal(_arrays(npz.eval)['pixels'][..., 0],
+                                (want.reshape(-1, 64) / np.float32(255)))

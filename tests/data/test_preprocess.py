@@ -7,7 +7,6 @@ import pytest
 from bigml_jax import ConfigError
 from bigml_jax.data import augment
 from bigml_jax.data import pipeline
-from bigml_jax.data import preprocess as pp
 
 
 def _before(example, image_key='image', label_key='label'):
