@@ -10,7 +10,11 @@ standardized with the train split's statistics; 20% of the rows (36) are
 held out for eval (dataset.split_seed 0). Any CSV with a header line needs
 only name, train_path and label_key.
 
-Result: RESULT_CSV
+Result: test accuracy 0.9722 (35 of the 36 held-out wines; loss 0.0421)
+after 300 steps, 13.8 s wall from command start (10.7 s to the first step,
+the CSV already converted; converting it takes under a second), 2-core AMD
+EPYC CPU shared with other jobs (load 5.5-5.7), one CPU device, measured
+2026-12-03 08:55 UTC.
 """
 
 import ml_collections

@@ -12,7 +12,14 @@ The model is the config argument: `cnn` (1-D convolutions and pooling),
 directions' last states). The npz holds 'pixels' float32 [N, 64, 1] and 'label';
 your own arrays need only other keys (--config.dataset.input_key).
 
-Result: RESULT_NPZ
+Result: test accuracy after 1,000 steps, 2-core AMD EPYC CPU shared with
+other jobs (load 5.3-5.8), one CPU device, measured 2026-12-03 08:56-08:58
+UTC (wall from command start, the npz already converted):
+  cnn:   0.9889 (loss 0.0617), 38.1 s wall
+  gru:   0.8750 (loss 0.348), 38.1 s wall
+  bigru: 0.9667 (loss 0.127), 77.0 s wall
+Reading both ways along the sequence is what the GRU lacks here: the
+bidirectional one closes most of the gap to the CNN.
 """
 
 import ml_collections

@@ -214,6 +214,6 @@ def test_readout_mistake_and_unidirectional_params_unchanged():
   _, params = _classifier('gru')
   assert set(params) == {'embed', 'cell', 'head'}
   assert_sharded_forward_matches(
-      RNNClassifier(vocab_size=20, num_classes=3, cell='gru', embed_dim=8,
+      RNNClassifier(vocab_size=20, num_classes=3, cell='rnn', embed_dim=8,
                     hidden_dim=8, bidirectional=True, readout='mean'),
       _tokens(8, 5))
