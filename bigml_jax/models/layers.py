@@ -65,8 +65,8 @@ def dense_head(x_BxF: jnp.ndarray, widths: Sequence[int], num_classes: int,
 
 def conv(features: int, kernel_size: Sequence[int], *, transpose: bool = False,
          **kwargs) -> nn.Module:
-  """Conv (or transposed conv) layer whose kernel [kh, kw, in, out] shards
-  its output channels over 'embed' (FSDP) only.
+  """Conv (or transposed conv) layer whose kernel [kh, kw, in, out] (or
+  [k, in, out] for 1-D) shards its output channels over 'embed' (FSDP) only.
 
   Channels sharded over 'tensor' would have to be resharded wherever a conv
   stack meets a flatten or a differently named layer, and on meshes with
@@ -77,7 +77,8 @@ def conv(features: int, kernel_size: Sequence[int], *, transpose: bool = False,
       features,
       tuple(kernel_size),
       kernel_init=nn.with_logical_partitioning(
-          nn.initializers.lecun_normal(), (None, None, None, 'embed')),
+          nn.initializers.lecun_normal(),
+          (None,) * (len(kernel_size) + 1) + ('embed',)),
       bias_init=nn.with_logical_partitioning(
           nn.initializers.zeros_init(), ('embed',)),
       **kwargs)

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bigml_jax.data.text import PAD_ID
 from bigml_jax.errors import ConfigError
 from bigml_jax.models import layers
 from bigml_jax.models.embeddings import Embed
@@ -120,20 +121,61 @@ class Recurrent(nn.Module):
     return y_BxLxH, last_y_BxH
 
 
-class RNNClassifier(nn.Module):
-  """Token ids [B, L] (0 = padding) -> logits [B, num_classes].
+READOUTS = ('last', 'mean', 'all')
 
-  Embedding -> a recurrent layer over the non-pad tokens -> the hidden output
-  at each sequence's last real token -> dropout -> dense. Pads may sit
-  anywhere: the recurrence skips them.
+
+def _read_out(model: nn.Module, x_BxLxD: jnp.ndarray,
+              mask_BxL: jnp.ndarray | None) -> jnp.ndarray:
+  """`model`'s recurrent layer(s) over x, read out: [B, F].
+
+  Call inside `model`'s compact method; it has `cell`, `hidden_dim`,
+  `bidirectional` and `readout`. A backward layer reads each sequence's
+  real steps from its last to its first (padding reversed to the front is
+  skipped by the mask). Readouts: 'last', the output at each sequence's
+  last real step (and, bidirectional, the backward layer's at its first),
+  F = H or 2H; 'mean', the mean output over real steps, F = H or 2H;
+  'all', every step's output (zeros at padding), F = L * H or L * 2H.
+  """
+  if model.readout not in READOUTS:
+    raise ConfigError(f'readout {model.readout!r} is unknown; use one of '
+                      f'{", ".join(READOUTS)}')
+  cell = make_cell(model.cell, model.hidden_dim, name='cell')
+  y_BxLxH, last_BxH = Recurrent(cell, name='recurrent')(x_BxLxD, mask_BxL)
+  if model.bidirectional:
+    back = make_cell(model.cell, model.hidden_dim, name='cell_backward')
+    reverse = lambda a: None if a is None else a[:, ::-1]
+    back_BxLxH, first_BxH = Recurrent(back, name='recurrent_backward')(
+        reverse(x_BxLxD), reverse(mask_BxL))
+    y_BxLxH = jnp.concatenate([y_BxLxH, reverse(back_BxLxH)], axis=-1)
+    last_BxH = jnp.concatenate([last_BxH, first_BxH], axis=-1)
+  if model.readout == 'last':
+    return last_BxH
+  if model.readout == 'all':
+    return y_BxLxH.reshape(y_BxLxH.shape[0], -1)
+  if mask_BxL is None:
+    return y_BxLxH.mean(axis=1)
+  # Padded steps output zeros: the sum is over real steps only.
+  count_Bx1 = jnp.maximum(mask_BxL.sum(axis=1, keepdims=True), 1)
+  return y_BxLxH.sum(axis=1) / count_Bx1.astype(y_BxLxH.dtype)
+
+
+class RNNClassifier(nn.Module):
+  """Token ids [B, L] (PAD_ID = padding) -> logits [B, num_classes].
+
+  Embedding -> a recurrent layer over the non-pad tokens (and, with
+  `bidirectional`, one reading them backwards) -> the readout (by default
+  the hidden output at each sequence's last real token) -> dropout ->
+  dense. Pads may sit anywhere: the recurrence skips them.
 
   Attributes:
     vocab_size: number of token ids.
     num_classes: size of the output layer.
     cell: 'rnn' (Elman, `RNNCell`), 'lstm' or 'gru'.
     embed_dim: token embedding width.
-    hidden_dim: recurrent state width.
-    dropout_rate: dropout on the embeddings and the final state (training).
+    hidden_dim: recurrent state width (per direction).
+    dropout_rate: dropout on the embeddings and the readout (training).
+    bidirectional: add a layer that reads the sequence backwards.
+    readout: 'last' | 'mean' | 'all' (see `_read_out`).
   """
   vocab_size: int
   num_classes: int
@@ -141,37 +183,45 @@ class RNNClassifier(nn.Module):
   embed_dim: int = 64
   hidden_dim: int = 128
   dropout_rate: float = 0.0
+  bidirectional: bool = False
+  readout: str = 'last'
 
   @nn.compact
   def __call__(self, tokens_BxL: jnp.ndarray, *,
                train: bool = False) -> jnp.ndarray:
     x_BxLxD = Embed(self.vocab_size, self.embed_dim, name='embed')(tokens_BxL)
     x_BxLxD = nn.Dropout(self.dropout_rate, deterministic=not train)(x_BxLxD)
-    cell = make_cell(self.cell, self.hidden_dim, name='cell')
-    _, h_BxH = Recurrent(cell, name='recurrent')(x_BxLxD, tokens_BxL != 0)
-    h_BxH = nn.Dropout(self.dropout_rate, deterministic=not train)(h_BxH)
-    return layers.dense(self.num_classes, ('mlp', 'vocab'), name='head')(h_BxH)
+    h_BxF = _read_out(self, x_BxLxD, tokens_BxL != PAD_ID)
+    h_BxF = nn.Dropout(self.dropout_rate, deterministic=not train)(h_BxF)
+    return layers.dense(self.num_classes, ('mlp', 'vocab'), name='head')(h_BxF)
 
 
 class SequenceClassifier(nn.Module):
-  """Float sequences [B, L, D] (e.g. time series, every step real) -> logits
-  [B, num_classes]: a recurrent layer, its last state, dropout, dense.
+  """Float sequences [B, L, D] (e.g. time series, every step real; [B, L]
+  is read as D = 1) -> logits [B, num_classes]: a recurrent layer (and,
+  with `bidirectional`, a backward one), the readout (by default the last
+  state), dropout, dense.
 
   Attributes:
     num_classes: size of the output layer.
     cell: 'rnn' (Elman, `RNNCell`), 'lstm' or 'gru'.
-    hidden_dim: recurrent state width.
-    dropout_rate: dropout on the final state (training).
+    hidden_dim: recurrent state width (per direction).
+    dropout_rate: dropout on the readout (training).
+    bidirectional: add a layer that reads the sequence backwards.
+    readout: 'last' | 'mean' | 'all' (see `_read_out`).
   """
   num_classes: int
   cell: str = 'rnn'
   hidden_dim: int = 128
   dropout_rate: float = 0.0
+  bidirectional: bool = False
+  readout: str = 'last'
 
   @nn.compact
   def __call__(self, x_BxLxD: jnp.ndarray, *,
                train: bool = False) -> jnp.ndarray:
-    cell = make_cell(self.cell, self.hidden_dim, name='cell')
-    _, h_BxH = Recurrent(cell, name='recurrent')(x_BxLxD)
-    h_BxH = nn.Dropout(self.dropout_rate, deterministic=not train)(h_BxH)
-    return layers.dense(self.num_classes, ('mlp', 'vocab'), name='head')(h_BxH)
+    if x_BxLxD.ndim == 2:
+      x_BxLxD = x_BxLxD[..., None]
+    h_BxF = _read_out(self, x_BxLxD, None)
+    h_BxF = nn.Dropout(self.dropout_rate, deterministic=not train)(h_BxF)
+    return layers.dense(self.num_classes, ('mlp', 'vocab'), name='head')(h_BxF)

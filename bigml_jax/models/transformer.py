@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bigml_jax.data.text import PAD_ID
 from bigml_jax.errors import ConfigError
 from bigml_jax.models import layers
 from bigml_jax.models.attention import MultiHeadAttention, padding_mask
@@ -236,7 +237,7 @@ class BertClassifier(nn.Module):
       raise ConfigError(f'pooling {self.pooling!r} is unknown; use one of '
                         f'{", ".join(POOLINGS)}')
     dtype = jnp.dtype(self.dtype)
-    valid_BxL = tokens_BxL != 0
+    valid_BxL = tokens_BxL != PAD_ID
     x_BxLxD = Embed(self.vocab_size, self.d_model, dtype, name='embed')(
         tokens_BxL)
     x_BxLxD = _encode(self, x_BxLxD, valid_BxL, train)
@@ -287,7 +288,7 @@ class BertMLM(nn.Module):
         nn.initializers.normal(0.02), ('embed',)), (self.d_model,))
     if masked_BxL is not None:
       x_BxLxD = jnp.where(masked_BxL[..., None], mask_D.astype(dtype), x_BxLxD)
-    x_BxLxD = _encode(self, x_BxLxD, tokens_BxL != 0, train)
+    x_BxLxD = _encode(self, x_BxLxD, tokens_BxL != PAD_ID, train)
     # Output dim unnamed (replicated): naming it 'mlp' would make XLA
     # reshard it to 'embed' for the LayerNorm, which it computes wrongly on
     # meshes with fsdp and tensor > 1 (layers.chain_axes).

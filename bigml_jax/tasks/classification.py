@@ -19,7 +19,10 @@ class ClassificationTask:
 
   Batches are dicts with the inputs under `input_key` ('image' [B, H, W, C],
   'tokens' [B, L], ...), 'label' [B] int and, in eval, 'mask' [B] (1 for real
-  examples, 0 for padding).
+  examples, 0 for padding). Train batches mixed by mixup or cutmix also hold
+  'mix_label' [B] int and 'mix_weight' [B] float: the loss and accuracy are
+  then mix_weight * those of 'label' + (1 - mix_weight) * those of
+  'mix_label'.
   """
   model: nn.Module
   input_key: str = 'image'
@@ -51,11 +54,17 @@ class ClassificationTask:
                               train=train,
                               rngs={'dropout': rng})
     mask = batch.get('mask', jnp.ones(batch['label'].shape, jnp.float32))
-    losses = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), batch['label'])
+    loss_of = lambda labels: optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), labels)
+    losses = loss_of(batch['label'])
+    hits = (logits.argmax(-1) == batch['label']).astype(jnp.float32)
+    if 'mix_label' in batch:  # mixup / cutmix: a weighted pair of labels.
+      w = batch['mix_weight']
+      losses = w * losses + (1 - w) * loss_of(batch['mix_label'])
+      hits = w * hits + (1 - w) * (logits.argmax(-1) == batch['mix_label'])
     count = mask.sum()
     loss_sum = (losses * mask).sum()
-    correct = ((logits.argmax(-1) == batch['label']) * mask).sum()
+    correct = (hits * mask).sum()
     metrics = {'loss_sum': loss_sum, 'correct': correct, 'count': count}
     return loss_sum / jnp.maximum(count, 1.0), metrics
 

@@ -9,13 +9,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bigml_jax.data.text import EOS_ID, PAD_ID
 from bigml_jax.errors import ConfigError
 from bigml_jax.models import build_model, sampling
 
 Batch = dict[str, jax.Array]
-# bigml_jax.data.text's ids; tasks do not import the data layer.
-PAD_ID = 0
-EOS_ID = 1
 
 
 def summarize_tokens(sums: dict[str, float]) -> dict[str, float]:

@@ -184,12 +184,18 @@ def _train_and_evaluate(config, workdir, devices, start_time, stop):
         'fsdp or tensor alone')
 
   # Data
+  tokenizers = [(os.path.join(workdir, pipeline.TOKENIZER_FILE),
+                 ' or use a new workdir')]
+  if init_workdir:
+    tokenizers.append((os.path.join(init_workdir, pipeline.TOKENIZER_FILE),
+                       ", the init_from run's"))
   # Process 0 prepares a dataset missing from data_dir before the others
   # read it: on a shared data_dir they would race to write it.
   with multihost.primary_first('data prepared'):
-    sources = pipeline.load_sources(config.dataset, workdir,
-                                    init_from=init_workdir)
-  preprocess = pipeline.make_preprocess(config.dataset)
+    sources = pipeline.load_sources(
+        config.dataset,
+        tokenizer=pipeline.resolve_tokenizer(config.dataset, tokenizers))
+  preprocess = pipeline.make_preprocess(config.dataset, sources.train)
   train_iter = pipeline.train_iterator(
       sources.train, preprocess, seed=config.seed,
       global_batch_size=config.batch_size,

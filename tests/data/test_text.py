@@ -263,7 +263,11 @@ def test_workdir_keeps_the_tokenizer_for_a_resumed_run(data_dir, raw, tmp_path,
                                                        monkeypatch, caplog):
   del raw
   cfg = _config(data_dir, 'fortunes', tokenizer='subword', vocab_size=300)
-  first = pipeline.load_sources(cfg, workdir=str(tmp_path))
+  path = str(tmp_path / pipeline.TOKENIZER_FILE)
+  candidates = [(str(tmp_path / 'none' / pipeline.TOKENIZER_FILE), ''),
+                (path, ' or use a new workdir')]
+  assert pipeline.resolve_tokenizer(cfg, candidates) is None
+  first = pipeline.load_sources(cfg)
   assert not (tmp_path / pipeline.TOKENIZER_FILE).exists()  # Not yet: the
   pipeline.save_tokenizer(first, str(tmp_path))  # loop saves it once the
   assert (tmp_path / pipeline.TOKENIZER_FILE).exists()  # run starts.
@@ -271,21 +275,31 @@ def test_workdir_keeps_the_tokenizer_for_a_resumed_run(data_dir, raw, tmp_path,
   def no_training(*args, **kwargs):
     raise AssertionError('a resumed run must not train a tokenizer')
   monkeypatch.setattr(text_lib, 'train_tokenizer', no_training)
-  resumed = pipeline.load_sources(cfg, workdir=str(tmp_path))
+  resumed = pipeline.load_sources(
+      cfg, tokenizer=pipeline.resolve_tokenizer(cfg, candidates))
   for i in (0, 100, 306):
     np.testing.assert_array_equal(resumed.eval[i]['tokens'],
                                   first.eval[i]['tokens'])
   # The saved tokenizer wins over a vocab_size given now, and says so.
   cfg.vocab_size = 200
-  pipeline.load_sources(cfg, workdir=str(tmp_path))
-  assert ('dataset.vocab_size 200 is not used: the run reads '
-          f'{tmp_path / pipeline.TOKENIZER_FILE}, which has 300 ids'
-          in caplog.text)
+  assert pipeline.resolve_tokenizer(cfg, candidates).vocab_size == 300
+  assert (f'dataset.vocab_size 200 is not used: the run reads {path}, which '
+          'has 300 ids' in caplog.text)
   cfg.tokenizer = 'char'
   with pytest.raises(ConfigError, match="tokenizer.json is a subword "
                      "tokenizer but dataset.tokenizer is 'char'; set "
                      "dataset.tokenizer='subword' or use a new workdir"):
-    pipeline.load_sources(cfg, workdir=str(tmp_path))
+    pipeline.resolve_tokenizer(cfg, candidates)
+
+
+def test_a_given_tokenizer_is_used_as_it_is(data_dir, raw):
+  cfg = _config(data_dir, 'fortunes', tokenizer='subword', vocab_size=300)
+  tok = text_lib.train_tokenizer('char', ['murphy zippy'])
+  sources = pipeline.load_sources(cfg, tokenizer=tok)
+  assert sources.tokenizer is tok and sources.vocab_size == tok.vocab_size
+  text = raw['fortunes']['test'][0]['text'].decode('utf-8')
+  want = tok.encode(text)[:L]
+  np.testing.assert_array_equal(sources.eval[0]['tokens'][:len(want)], want)
 
 
 @pytest.mark.parametrize('fields, message', [

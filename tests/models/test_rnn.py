@@ -155,3 +155,65 @@ def test_sequence_classifier_is_the_last_state_through_a_dense_head():
   logits = model.apply({'params': params}, x_BxLxD)
   chex.assert_shape(logits, (2, 3))
   np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-6)
+
+
+def _elman(cell, x_BxLxD):
+  """Every state of the Elman recursion, by hand: [B, L, H]."""
+  h = np.zeros((len(x_BxLxD), cell['W'].shape[0]), np.float32)
+  states = []
+  for t in range(x_BxLxD.shape[1]):
+    h = np.tanh(h @ np.asarray(cell['W']).T +
+                x_BxLxD[:, t] @ np.asarray(cell['U']).T + cell['b'])
+    states.append(h)
+  return np.stack(states, axis=1)
+
+
+@pytest.mark.parametrize('readout', rnn.READOUTS)
+def test_bidirectional_readouts_by_hand(readout):
+  """Forward states, backward states over the reversed sequence (put back
+  in time order), and the readout of their concatenation, through the
+  head."""
+  model = build_model(ml_collections.ConfigDict(
+      {'name': 'rnn_sequence', 'cell': 'rnn', 'hidden_dim': 3,
+       'bidirectional': True, 'readout': readout}), num_classes=2)
+  x = np.random.default_rng(0).standard_normal((2, 5, 4), np.float32)
+  params = _init(model, x)
+  assert set(params) == {'cell', 'cell_backward', 'head'}
+  forward = _elman(params['cell'], x)
+  backward = _elman(params['cell_backward'], x[:, ::-1])[:, ::-1]
+  states = np.concatenate([forward, backward], axis=-1)  # [B, L, 2H]
+  features = {'last': np.concatenate([forward[:, -1], backward[:, 0]], -1),
+              'mean': states.mean(axis=1),
+              'all': states.reshape(2, -1)}[readout]
+  want = features @ np.asarray(params['head']['kernel']) + params['head'][
+      'bias']
+  np.testing.assert_allclose(model.apply({'params': params}, x), want,
+                             rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('cell, readout', [('gru', 'last'), ('gru', 'mean'),
+                                           ('lstm', 'mean')])
+def test_bidirectional_classifier_ignores_padding(cell, readout):
+  """Padded tokens are skipped by both directions and left out of the mean:
+  a padded sequence reads as the same sequence alone."""
+  model = RNNClassifier(vocab_size=20, num_classes=3, cell=cell, embed_dim=8,
+                        hidden_dim=8, bidirectional=True, readout=readout)
+  tokens = _tokens(1, 4)
+  params = _init(model, tokens)
+  padded = np.concatenate([np.pad(tokens, ((0, 0), (0, 3))),
+                           _tokens(1, 7, seed=1)])
+  apply = jax.jit(lambda t: model.apply({'params': params}, t))
+  np.testing.assert_allclose(apply(padded)[0], apply(tokens)[0], rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_readout_mistake_and_unidirectional_params_unchanged():
+  with pytest.raises(ConfigError, match="readout 'max' is unknown; use one of "
+                     'last, mean, all'):
+    RNNClassifier(20, 3, readout='max').init(jax.random.key(0), _tokens(1, 2))
+  _, params = _classifier('gru')
+  assert set(params) == {'embed', 'cell', 'head'}
+  assert_sharded_forward_matches(
+      RNNClassifier(vocab_size=20, num_classes=3, cell='rnn', embed_dim=8,
+                    hidden_dim=8, bidirectional=True, readout='mean'),
+      _tokens(8, 5))
