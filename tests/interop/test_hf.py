@@ -137,13 +137,20 @@ def test_parameters_are_read_into_their_shards(hf_dir, monkeypatch):
   assert max(s for s, _ in c_attn) * 3 * 8 == c_attn[0][1]
 
 
+def _random_params(config):
+  """Host params of the model `config`, drawn in numpy: no compile."""
+  module = hf.build_model(config)
+  shapes = jax.eval_shape(lambda: nn.unbox(module.init(
+      jax.random.key(0), jnp.ones((1, 4), jnp.int32)))['params'])
+  rng = np.random.default_rng(0)
+  return module, jax.tree.map(
+      lambda s: rng.standard_normal(s.shape).astype(s.dtype), shapes)
+
+
 def test_load_params_contract_and_report(hf_dir):
   directory = hf_dir('bert_mlm')
   config = hf.model_config(directory, 'bert')
-  module = hf.build_model({**config, 'num_classes': 5})
-  params = nn.unbox(module.init(jax.random.key(1), jnp.ones((1, 4),
-                                                            jnp.int32)))
-  params = params['params']
+  _, params = _random_params({**config, 'num_classes': 5})
   with pytest.raises(ConfigError) as e:
     hf.load_params(directory, params)
   # The masked LM has no pooler and no classifier: named, with the fix.
@@ -177,12 +184,11 @@ def test_load_params_contract_and_report(hf_dir):
   with pytest.raises(ConfigError, match="init_skip '.' matches every "
                      'parameter, so nothing would be loaded; narrow it'):
     hf.load_params(directory, params, '.')
-  wider = nn.unbox(hf.build_model({**config, 'num_classes': 5, 'max_len': 80})
-                   .init(jax.random.key(1), jnp.ones((1, 4), jnp.int32)))
+  _, wider = _random_params({**config, 'num_classes': 5, 'max_len': 80})
   with pytest.raises(ConfigError, match=r'positions/pos_embedding '
                      r'\(bert.embeddings.position_embeddings.weight\) '
                      r'\(64, 32\) there, \(80, 32\) here'):
-    hf.load_params(directory, wider['params'], '^(head|pooler)/')
+    hf.load_params(directory, wider, '^(head|pooler)/')
 
 
 def test_old_names_and_a_bare_bert_model_load(hf_dir, reference, tmp_path):
@@ -200,11 +206,13 @@ def test_old_names_and_a_bare_bert_model_load(hf_dir, reference, tmp_path):
   config = json.loads((tmp_path / 'old' / 'config.json').read_text())
   config['architectures'] = ['BertModel']
   (tmp_path / 'old' / 'config.json').write_text(json.dumps(config))
-  module, params, _ = hf.load_model(str(tmp_path / 'old'), name='bert',
-                                    num_classes=3, skip='^head/')
-  params = dict(params, head={k: tensors[f'classifier.{n}'].T
-                              for k, n in (('kernel', 'weight'),
-                                           ('bias', 'bias'))})
+  module, params = _random_params(
+      hf.model_config(str(tmp_path / 'old'), 'bert') | {'num_classes': 3})
+  # The head, which BertModel lacks, kept as given: the original's.
+  params['head'] = {'kernel': tensors['classifier.weight'].T,
+                    'bias': tensors['classifier.bias']}
+  params, report = hf.load_params(str(tmp_path / 'old'), params, '^head/')
+  assert 'embed_norm/scale' in report['loaded'] and not report['unused']
   np.testing.assert_allclose(_forward(module, params, ids), expected,
                              rtol=1e-5, atol=1e-5)
 
