@@ -39,11 +39,10 @@ mlm_transform, mlm_norm, mlm_bias <- cls.predictions.transform.dense,
 import copy
 import dataclasses
 import json
-import math
 import os
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -77,7 +76,7 @@ TUNABLE = ('name', 'dropout_rate', 'attention_impl', 'remat', 'dtype',
 def _safetensors():
   try:
     import safetensors  # pylint: disable=g-import-not-at-top
-    import safetensors.numpy  # pylint: disable=g-import-not-at-top,unused-import
+    import safetensors.numpy  # pylint: disable=g-import-not-at-top
   except ImportError:
     raise ConfigError("Hugging Face weights need the safetensors package: pip "
                       "install 'bigml_jax[hf]'") from None
@@ -200,9 +199,9 @@ def model_config(source: str, name: str | None = None) -> dict[str, Any]:
     name = ('bert_mlm' if arch in ('BertForMaskedLM', 'BertForPreTraining')
             else MODEL_NAMES[model_type][0])
   if name not in MODEL_NAMES[model_type]:
+    names = ' or '.join(MODEL_NAMES[model_type])
     raise ConfigError(f'{directory} holds a {model_type} model, which loads '
-                      f'into model.name {" or ".join(MODEL_NAMES[model_type])}, '
-                      f'not {name!r}')
+                      f'into model.name {names}, not {name!r}')
   ids = _special_ids(directory)
   act = _GELUS[hf.get('hidden_act', hf.get('activation_function', 'gelu'))]
   if model_type == 'gpt2':
@@ -268,13 +267,19 @@ def resolve_init_from(config):
   # Fields the model does not have are left for build_model to name.
   resolved.update({k: v for k, v in given.items()
                    if k in TUNABLE or k not in resolved})
+  max_length = (config.get('dataset') or {}).get('max_length')
+  if max_length and max_length > resolved['max_len']:
+    raise ConfigError(f'dataset.max_length {max_length} exceeds the '
+                      f'{resolved["max_len"]} positions of init_from '
+                      f'hf:{directory}; set dataset.max_length to at most '
+                      f'{resolved["max_len"]}')
   config = copy.deepcopy(config)
   with config.unlocked():
     config.model = type(config.model)(resolved)
   return config, directory
 
 
-# -- Name map -------------------------------------------------------------------
+# -- Name map -----------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -457,7 +462,7 @@ def _stored_key(key: str, shapes: Mapping[str, Any]) -> str | None:
   return None
 
 
-# -- Loading --------------------------------------------------------------------
+# -- Loading ------------------------------------------------------------------
 
 
 class _Checkpoint:
@@ -581,8 +586,8 @@ def _read_array(checkpoint: _Checkpoint, spec: _Tensor, like) -> jax.Array:
   """The parameter `spec` as a jax.Array of `like`'s shape, dtype and
   sharding, each device's block read from the file on its own."""
   shape, dtype = tuple(like.shape), like.dtype
-  sharding = getattr(like, 'sharding', None) or jax.sharding.SingleDeviceSharding(
-      jax.devices()[0])
+  sharding = (getattr(like, 'sharding', None) or
+              jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   handle = checkpoint.where[spec.key]
   blocks = {}  # Replicas of one block are read once.
 
@@ -641,7 +646,7 @@ def load_model(source: str, *, name: str | None = None,
   return module, params, tokenizer
 
 
-# -- Export ---------------------------------------------------------------------
+# -- Export -------------------------------------------------------------------
 
 
 def hf_config(model: nn.Module) -> dict[str, Any]:
@@ -757,7 +762,7 @@ def _char_tokenizer_json(tokenizer: text_lib.CharTokenizer) -> str:
   vocab.update({c: i + 3 for i, c in enumerate(tokenizer.chars)})
   tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, '<unk>'))
   tok.pre_tokenizer = tokenizers.pre_tokenizers.Split(
-      tokenizers.Regex(r'(?s).'), 'isolated')
+      tokenizers.Regex(r'(?m).'), 'isolated')
   tok.decoder = tokenizers.decoders.Fuse()
   tok.add_special_tokens(['<pad>', '<eos>', '<unk>'])
   return tok.to_str()

@@ -28,9 +28,9 @@ class MLMTask:
   tokens of 'tokens' [B, L] at random (the first `model.max_len` of them, if
   the model has a `max_len`: an LM dataset's windows are one token longer);
   of those, 80% are masked (the model reads [MASK] there: its `mask_id`
-  token or mask embedding), 10% are replaced by
-  a random ordinary token and 10% are kept. The loss is the cross-entropy at the chosen positions only. Eval
-  corrupts each batch with a key drawn from its tokens, so eval is
+  token or mask embedding), 10% are replaced by a random ordinary token and
+  10% are kept. The loss is the cross-entropy at the chosen positions only.
+  Eval corrupts each batch with a key drawn from its tokens, so eval is
   deterministic. Labels, if the data has any, are not used: a labelled text
   set pretrains the encoder that a classifier then fine-tunes
   (`config.init_from`).

@@ -15,9 +15,10 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from bigml_jax import ConfigError
+from bigml_jax.data import text as text_lib
 from bigml_jax.interop import hf
 from bigml_jax.interop.hf import _Tensor
-from bigml_jax.models import sampling
+from bigml_jax.models import build_model, sampling
 from bigml_jax.parallel import mesh as mesh_lib
 from tests.interop.conftest import MODELS
 
@@ -139,7 +140,7 @@ def test_parameters_are_read_into_their_shards(hf_dir, monkeypatch):
 
 def _random_params(config):
   """Host params of the model `config`, drawn in numpy: no compile."""
-  module = hf.build_model(config)
+  module = build_model(config)
   shapes = jax.eval_shape(lambda: nn.unbox(module.init(
       jax.random.key(0), jnp.ones((1, 4), jnp.int32)))['params'])
   rng = np.random.default_rng(0)
@@ -264,7 +265,8 @@ def test_refusals_name_the_problem_in_one_line(hf_dir, tmp_path):
     np.testing.assert_array_equal(a, b)
 
   missing = _copy(source, tmp_path, 'missing')
-  save_file({k: v for k, v in tensors.items() if 'layer.1.output.dense' not in k},
+  save_file({k: v for k, v in tensors.items()
+             if 'layer.1.output.dense' not in k},
             str(missing / 'model.safetensors'))
   with pytest.raises(ConfigError, match=(
       r'does not hold 2 parameter\(s\) of this model as they are here: '
@@ -301,6 +303,11 @@ def test_a_run_config_takes_the_architecture_from_config_json(hf_dir):
       'embed_norm': True, 'dropout_rate': 0.2, 'gelu': 'exact',
       'layer_norm_epsilon': 1e-12, 'pad_id': 0, 'pooling': 'cls',
       'pooler': True, 'remat': 'full'}
+  config.dataset = {'max_length': 65}
+  with pytest.raises(ConfigError, match=(
+      r'dataset.max_length 65 exceeds the 64 positions of init_from hf:.*; '
+      r'set dataset.max_length to at most 64')):
+    hf.resolve_init_from(config)
   config.model.d_model = 128
   with pytest.raises(ConfigError, match=(
       r'init_from hf:.* fixes the architecture, but the config sets '
@@ -315,7 +322,6 @@ def test_a_run_config_takes_the_architecture_from_config_json(hf_dir):
 
 
 def test_export_refuses_models_hf_has_no_architecture_for():
-  from bigml_jax.models import build_model  # pylint: disable=g-import-not-at-top
   bert = build_model({'name': 'bert', 'vocab_size': 10, 'num_classes': 2})
   with pytest.raises(ConfigError, match=(
       r"model BertClassifier with norm='pre', type_vocab_size=0, "
@@ -326,3 +332,27 @@ def test_export_refuses_models_hf_has_no_architecture_for():
   with pytest.raises(ConfigError, match="a GPT with position_embedding="
                      "'sinusoidal' is no GPT-2"):
     hf.hf_config(gpt)
+
+
+@pytest.mark.parametrize('kind', ['char', 'subword'])
+def test_a_gpt_trained_here_exports_as_gpt2_with_its_tokenizer(kind,
+                                                               tmp_path):
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  texts = ['And God said, Let there be light.\n\tAnd there was light!',
+           'ünïcode 日本語']
+  tok = text_lib.train_tokenizer(kind, texts, vocab_size=300)
+  module, params = _random_params({
+      'name': 'gpt', 'vocab_size': tok.vocab_size, 'num_layers': 1,
+      'd_model': 16, 'num_heads': 2, 'mlp_dim': 32, 'max_len': 64})
+  out = hf.save_pretrained(module, params, tok, str(tmp_path / 'gpt'))
+  theirs = transformers.AutoTokenizer.from_pretrained(out)
+  for text in texts + ['never seen: zq']:
+    assert theirs(text)['input_ids'] == tok.encode(text).tolist()
+  assert (theirs.pad_token_id, theirs.eos_token_id) == (0, 1)
+  model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+  ids = tok.encode(texts[0])[None, :32]
+  with torch.no_grad():
+    expected = model(torch.tensor(ids, dtype=torch.long)).logits.numpy()
+  np.testing.assert_allclose(_forward(module, params, ids), expected,
+                             rtol=1e-5, atol=1e-5)

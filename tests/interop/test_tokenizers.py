@@ -2,7 +2,6 @@
 fast tokenizers, and the text pipelines built with it."""
 
 import ml_collections
-import numpy as np
 import pytest
 
 from bigml_jax.data import pipeline
