@@ -31,13 +31,16 @@ from bigml_jax.errors import ConfigError
 from bigml_jax.interop import hf
 from bigml_jax.tasks import build_task
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a trained run '
-                               '(python -m experiments.run ...).')
-_OUT = flags.DEFINE_string('out', None, 'New directory to write the Hugging '
-                           'Face model to.')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the '
-                             'newest).')
-flags.mark_flags_as_required(['workdir', 'out'])
+
+def _define_flags() -> None:
+  # Only when run as a program: a test or notebook may import this module
+  # beside experiments.sample, which defines --workdir too.
+  flags.DEFINE_string('workdir', None, 'Workdir of a trained run (python -m '
+                      'experiments.run ...).')
+  flags.DEFINE_string('out', None, 'New directory to write the Hugging Face '
+                      'model to.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).')
+  flags.mark_flags_as_required(['workdir', 'out'])
 
 
 def _load_run(workdir: str, step: int | None):
@@ -80,11 +83,12 @@ def main(argv):
   if len(argv) > 1:
     sys.exit(f'error: unexpected arguments: {" ".join(argv[1:])}')
   try:
-    out = export(_WORKDIR.value, _OUT.value, _STEP.value)
+    out = export(flags.FLAGS.workdir, flags.FLAGS.out, flags.FLAGS.step)
   except ConfigError as e:
     sys.exit('error: ' + ' '.join(str(e).split()))
   print(f'wrote {out}')
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -17,8 +17,8 @@ transformers' to float32 rounding. Weights are read from safetensors only: a
 Each parameter is read into its shards: `jax.make_array_from_callback` asks
 for every device's block of it, which is sliced out of the file lazily
 (safetensors' `get_slice`) and then transposed or split into heads, so a
-model larger than one device loads, and no host reads more of a tensor than
-its devices hold. `save_pretrained` writes a model back in the layout
+model larger than one device loads and no host reads a sharded tensor
+whole. `save_pretrained` writes a model back in the layout
 `transformers.AutoModel*.from_pretrained` reads: HF -> bigml_jax -> HF gives
 the same tensors, bit for bit.
 
@@ -50,8 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bigml_jax.errors import ConfigError
 from bigml_jax.data import text as text_lib
+from bigml_jax.errors import ConfigError
 from bigml_jax.models import build_model
 from bigml_jax.parallel import mesh as mesh_lib
 
@@ -162,11 +162,12 @@ def _weight_files(directory: str) -> list[str]:
                    if f.endswith(('.bin', '.pt', '.pth', '.ckpt')))
   if pickles:
     raise ConfigError(
-        f'{directory} holds {", ".join(pickles)} but no {WEIGHTS_FILE}: '
-        'those are Python pickles, and unpickling one runs any code it '
-        'holds, so they are never read here; get the model.safetensors '
-        'published beside them, or convert them where you trust them '
-        '(transformers: model.save_pretrained(DIR) writes safetensors)')
+        f'{directory} holds {", ".join(pickles)} but no {WEIGHTS_FILE}: a '
+        f'{os.path.splitext(pickles[0])[1]} is a Python pickle, and '
+        'unpickling one runs any code it holds, so it is never read here; '
+        'get the model.safetensors published beside it, or convert it where '
+        'you trust it (transformers: model.save_pretrained(DIR) writes '
+        'safetensors)')
   raise ConfigError(f'{directory} holds no {WEIGHTS_FILE} (nor {INDEX_FILE}); '
                     'pass the directory save_pretrained wrote')
 

@@ -232,9 +232,9 @@ def test_refusals_name_the_problem_in_one_line(hf_dir, tmp_path):
   pickle = _copy(source, tmp_path, 'pickle')
   os.rename(pickle / 'model.safetensors', pickle / 'pytorch_model.bin')
   with pytest.raises(ConfigError, match=(
-      'holds pytorch_model.bin but no model.safetensors: those are Python '
-      'pickles, and unpickling one runs any code it holds, so they are never '
-      'read here')):
+      r'holds pytorch_model.bin but no model.safetensors: a .bin is a Python '
+      'pickle, and unpickling one runs any code it holds, so it is never read '
+      'here')):
     load(pickle)
 
   llama = _copy(source, tmp_path, 'llama')
