@@ -161,13 +161,15 @@ class SyntheticSource(Sequence):
 
 @dataclasses.dataclass(frozen=True)
 class PaddedTokens(Sequence):
-  """Labelled token sequences; example i is padded with PAD_ID or truncated.
+  """Labelled token sequences; example i is padded with `pad_id` (the
+  tokenizer's) or truncated.
 
   Yields {'tokens': int32 [max_length], 'label': int32 []}.
   """
   ids: Sequence[np.ndarray]
   labels: np.ndarray
   max_length: int
+  pad_id: int = text_lib.PAD_ID
 
   def __len__(self) -> int:
     return len(self.ids)
@@ -176,7 +178,7 @@ class PaddedTokens(Sequence):
     if not 0 <= index < len(self.ids):
       raise IndexError(index)
     ids = self.ids[index][:self.max_length]
-    tokens = np.full(self.max_length, text_lib.PAD_ID, np.int32)
+    tokens = np.full(self.max_length, self.pad_id, np.int32)
     tokens[:len(ids)] = ids
     return {TOKENS_KEY: tokens, 'label': np.int32(self.labels[index])}
 
@@ -188,11 +190,15 @@ class PackedWindows(Sequence):
   Window i is stream[i*L : i*L + L + 1]: windows overlap by one token, so every
   token after the first is a target exactly once. Yields {'tokens': int32
   [L + 1]}. With `pad_last` (eval) the final partial window is kept, padded
-  with PAD_ID (targets the loss ignores); otherwise (train) it is dropped.
+  with `pad_id` (the tokenizer's; targets the loss ignores); otherwise
+  (train) it is dropped. A tokenizer without a pad token (GPT-2's: every id
+  is a real token) has `pad_id` None: windows then also hold 'valid' int32
+  [L + 1], 0 where padded.
   """
   stream: np.ndarray
   max_length: int
   pad_last: bool = False
+  pad_id: int | None = text_lib.PAD_ID
 
   def __len__(self) -> int:
     targets = max(len(self.stream) - 1, 0)
@@ -205,9 +211,12 @@ class PackedWindows(Sequence):
       raise IndexError(index)
     start = index * self.max_length
     window = self.stream[start:start + self.max_length + 1]
-    tokens = np.full(self.max_length + 1, text_lib.PAD_ID, np.int32)
+    tokens = np.full(self.max_length + 1, self.pad_id or 0, np.int32)
     tokens[:len(window)] = window
-    return {TOKENS_KEY: tokens}
+    if self.pad_id is not None:
+      return {TOKENS_KEY: tokens}
+    valid = (np.arange(self.max_length + 1) < len(window)).astype(np.int32)
+    return {TOKENS_KEY: tokens, 'valid': valid}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -341,8 +350,14 @@ def save_tokenizer(sources: 'Sources', workdir: str) -> None:
 def _token_stream(tokenizer: text_lib.Tokenizer,
                   texts: Sequence[str]) -> np.ndarray:
   """EOS doc_1 EOS doc_2 ... EOS: the first token of a document is predicted
-  from EOS, and its end is predicted as EOS."""
-  eos = np.array([text_lib.EOS_ID], np.int32)
+  from EOS, and its end is predicted as EOS. EOS is the tokenizer's (BERT's,
+  which has none, separates documents with [SEP])."""
+  separator = tokenizer.eos_id if tokenizer.eos_id is not None else (
+      tokenizer.sep_id)
+  if separator is None:
+    raise ConfigError('the tokenizer has neither an EOS nor a [SEP] token to '
+                      'separate documents; use one that has')
+  eos = np.array([separator], np.int32)
   parts = [eos]
   for ids in tokenizer.encode_batch(texts):
     parts += [ids, eos]
@@ -366,16 +381,23 @@ def _text_sources(cfg: ml_collections.ConfigDict, train, eval_, features,
     tokenizer = _train_tokenizer(cfg, texts['train'])
   vocab_size = tokenizer.vocab_size
   if label_key in features:
+    if tokenizer.pad_id is None:
+      raise ConfigError('the tokenizer has no pad token, which labelled text '
+                        'needs; use one that has (e.g. a BERT model\'s)')
+    # Specials are the tokenizer's own post-processor's (BERT's [CLS] ...
+    # [SEP], kept when truncating); the trained tokenizers add none.
     make = lambda split: PaddedTokens(
-        tokenizer.encode_batch(texts[split]),
+        tokenizer.encode_batch(texts[split], special_tokens=True,
+                               max_length=max_length),
         np.array([int(r[label_key]) for r in records[split]], np.int32),
-        max_length)
+        max_length, tokenizer.pad_id)
     return Sources(make('train'), make('eval'),
                    features[label_key].num_classes, vocab_size, tokenizer)
   return Sources(
-      PackedWindows(_token_stream(tokenizer, texts['train']), max_length),
+      PackedWindows(_token_stream(tokenizer, texts['train']), max_length,
+                    pad_id=tokenizer.pad_id),
       PackedWindows(_token_stream(tokenizer, texts['eval']), max_length,
-                    pad_last=True),
+                    pad_last=True, pad_id=tokenizer.pad_id),
       None, vocab_size, tokenizer)
 
 

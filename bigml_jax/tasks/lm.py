@@ -16,6 +16,12 @@ from bigml_jax.models import build_model, sampling
 Batch = dict[str, jax.Array]
 
 
+def special_id(model: nn.Module, name: str, default: int | None
+               ) -> int | None:
+  """The model's `pad_id` / `eos_id` (its tokenizer's), else the default."""
+  return getattr(model, name, default)
+
+
 def summarize_tokens(sums: dict[str, float]) -> dict[str, float]:
   """`token_loss` sums -> per-token loss, accuracy and perplexity."""
   count = max(float(sums['count']), 1.0)
@@ -44,8 +50,11 @@ class LMTask:
   """Trains a causal `model(tokens [B, L]) -> logits [B, L, vocab]`.
 
   Batches hold `input_key` ('tokens') int [B, L + 1]: the model reads
-  tokens[:, :-1] and predicts tokens[:, 1:]. Targets equal to PAD_ID carry no
-  loss, and in eval 'mask' [B] (0 for padding examples) removes whole rows.
+  tokens[:, :-1] and predicts tokens[:, 1:]. Targets equal to the model's
+  `pad_id` (PAD_ID by default) carry no loss; with a tokenizer that has no
+  pad token (GPT-2's, whose id 0 is a real token), 'valid' [B, L + 1] (0 at
+  padding) marks them instead. In eval 'mask' [B] (0 for padding examples)
+  removes whole rows.
   """
   model: nn.Module
   input_key: str = 'tokens'
@@ -90,8 +99,8 @@ class LMTask:
     """Mean loss per real target token, and metric *sums* for exact averaging.
 
     Returns:
-      loss: scalar, mean cross-entropy over target tokens that are not PAD_ID
-        (in rows with mask 1).
+      loss: scalar, mean cross-entropy over target tokens that are not
+        padding (in rows with mask 1).
       metrics: 'loss_sum', 'correct' (argmax == target), 'count' (target
         tokens), summed, so sums over steps or batches divide out to exact
         per-token means.
@@ -100,7 +109,11 @@ class LMTask:
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     logits = self.model.apply({'params': params}, inputs, train=train,
                               rngs={'dropout': rng})
-    weights = (targets != PAD_ID).astype(jnp.float32)
+    pad_id = special_id(self.model, 'pad_id', PAD_ID)
+    weights = (jnp.ones(targets.shape, jnp.float32) if pad_id is None else
+               (targets != pad_id).astype(jnp.float32))
+    if 'valid' in batch:
+      weights = weights * batch['valid'][:, 1:].astype(jnp.float32)
     if 'mask' in batch:
       weights = weights * batch['mask'].astype(jnp.float32)[:, None]
     return token_loss(logits, targets, weights)
@@ -111,12 +124,14 @@ class LMTask:
   def samples(self, params: Any, rng: jax.Array) -> jax.Array:
     """`num_samples` documents sampled from the model, each begun at EOS:
     token ids [N, T], T = sample_length capped at the model's max_len. A
-    document's closing EOS and all after it are PAD, so `tokenizer.decode`
-    reads just that document."""
+    document's closing EOS and all after it are PAD (EOS for a tokenizer
+    without PAD), so `tokenizer.decode` reads just that document."""
     length = min(self.sample_length or self.model.max_len, self.model.max_len)
-    prompt = jnp.full((self.num_samples, 1), EOS_ID, jnp.int32)
+    eos_id = special_id(self.model, 'eos_id', EOS_ID)
+    pad_id = special_id(self.model, 'pad_id', PAD_ID)
+    prompt = jnp.full((self.num_samples, 1), eos_id, jnp.int32)
     return sampling.generate(self.model, params, prompt, rng,
                              num_tokens=length - 1,
                              temperature=self.temperature, top_k=self.top_k,
-                             top_p=self.top_p,
-                             stop_id=EOS_ID, pad_id=PAD_ID)
+                             top_p=self.top_p, stop_id=eos_id,
+                             pad_id=eos_id if pad_id is None else pad_id)

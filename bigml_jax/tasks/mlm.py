@@ -8,10 +8,14 @@ import jax
 import jax.numpy as jnp
 
 from bigml_jax.models import build_model
-from bigml_jax.tasks.lm import PAD_ID, summarize_tokens, token_loss
+from bigml_jax.tasks.lm import (PAD_ID, special_id, summarize_tokens,
+                                token_loss)
 
 Batch = dict[str, jax.Array]
-FIRST_ORDINARY_ID = 2  # After PAD and EOS (bigml_jax.data.text).
+# Random replacements are drawn from [FIRST_ORDINARY_ID, vocab_size): past
+# PAD and EOS of bigml_jax.data.text. (A Hugging Face vocabulary's specials
+# may then be drawn too, as its own data collator draws from all ids.)
+FIRST_ORDINARY_ID = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,12 +24,13 @@ class MLMTask:
   (e.g. `BertMLM`; it must have a `vocab_size`) to recover corrupted tokens,
   as BERT is pretrained.
 
-  Each step chooses `mask_rate` of the real (non-PAD) tokens of 'tokens'
-  [B, L] at random (the first `model.max_len` of them, if the model has a
-  `max_len`: an LM dataset's windows are one token longer); of those, 80%
-  are masked (the model sees its mask embedding there), 10% are replaced by
-  a random ordinary token and 10% are kept. The loss is the cross-entropy at the chosen positions only. Eval
-  corrupts each batch with a key drawn from its tokens, so eval is
+  Each step chooses `mask_rate` of the real (not the model's `pad_id`)
+  tokens of 'tokens' [B, L] at random (the first `model.max_len` of them, if
+  the model has a `max_len`: an LM dataset's windows are one token longer);
+  of those, 80% are masked (the model reads [MASK] there: its `mask_id`
+  token or mask embedding), 10% are replaced by a random ordinary token and
+  10% are kept. The loss is the cross-entropy at the chosen positions only.
+  Eval corrupts each batch with a key drawn from its tokens, so eval is
   deterministic. Labels, if the data has any, are not used: a labelled text
   set pretrains the encoder that a classifier then fine-tunes
   (`config.init_from`).
@@ -44,8 +49,12 @@ class MLMTask:
   def init(self, rng: jax.Array, batch: Batch) -> Any:
     """Returns the model's params (boxed with logical axis names)."""
     tokens = self._tokens(batch)
-    return self.model.init({'params': rng}, tokens, tokens == PAD_ID,
+    return self.model.init({'params': rng}, tokens, tokens == self._pad_id,
                            train=False)['params']
+
+  @property
+  def _pad_id(self) -> int:
+    return special_id(self.model, 'pad_id', PAD_ID)
 
   def _tokens(self, batch: Batch) -> jax.Array:
     return batch[self.input_key][:, :getattr(self.model, 'max_len', None)]
@@ -56,7 +65,7 @@ class MLMTask:
     bool): what the model reads, where it sees the mask embedding, and where
     it is scored."""
     choose_key, kind_key, random_key = jax.random.split(rng, 3)
-    real = tokens != PAD_ID
+    real = tokens != self._pad_id
     chosen = real & (jax.random.uniform(choose_key, tokens.shape)
                      < self.mask_rate)
     kind = jax.random.uniform(kind_key, tokens.shape)

@@ -22,6 +22,7 @@ from bigml_jax import workdir as workdir_lib
 from bigml_jax.config import (ConfigError, check_resume, save_config,
                               validate_config)
 from bigml_jax.data import pipeline
+from bigml_jax.interop import hf
 from bigml_jax.metrics import MetricWriter
 from bigml_jax.optim import make_optimizer
 from bigml_jax.parallel import mesh as mesh_lib
@@ -149,6 +150,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 def _train_and_evaluate(config, workdir, devices, start_time, stop):
+  config, hf_dir = hf.resolve_init_from(config)  # hf:DIR's architecture.
   use_pmap = config.get('parallelism', 'jit') == 'pmap'
   per_call = config.get('steps_per_dispatch', 1)
   compute_dtype = config.get('compute_dtype') or None
@@ -160,11 +162,13 @@ def _train_and_evaluate(config, workdir, devices, start_time, stop):
   init_workdir = None
   if (init_from and
       ckpt.latest_step(os.path.join(workdir, 'checkpoints')) is None):
-    init_workdir = ckpt.run_checkpoints(init_from)[0]
+    init_workdir = hf_dir or ckpt.run_checkpoints(init_from)[0]
 
   # Mesh
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   mesh_lib.check_batch_size(config.batch_size, mesh)
+  eval_batch_size = config.get('eval_batch_size') or config.batch_size
+  mesh_lib.check_batch_size(eval_batch_size, mesh)
   if config.batch_size % (microbatches * mesh_lib.data_parallel_size(mesh)):
     raise ConfigError(
         f'batch_size {config.batch_size} does not split into {microbatches} '
@@ -222,8 +226,9 @@ def _train_and_evaluate(config, workdir, devices, start_time, stop):
     if restored is None:
       state = init_fn(rng)
       if init_from:  # Also when every own checkpoint proved unreadable.
-        params, report = ckpt.load_params(init_from, state.params,
-                                          config.get('init_skip'))
+        load = hf.load_params if hf_dir else ckpt.load_params
+        params, report = load(init_from, state.params,
+                              config.get('init_skip'))
         state = state.replace(params=params)
         logging.info('init_from %s: loaded %d parameters; kept as initialised '
                      '(init_skip): %s; in the checkpoint, not used: %s',
@@ -331,7 +336,7 @@ def _train_and_evaluate(config, workdir, devices, start_time, stop):
       the checkpoint comes first)."""
       sums = None
       for i, local_batch in enumerate(pipeline.eval_batches(
-          sources.eval, preprocess, global_batch_size=config.batch_size,
+          sources.eval, preprocess, global_batch_size=eval_batch_size,
           process_index=jax.process_index(), process_count=jax.process_count())):
         if stop.interrupts_now():
           return None

@@ -13,7 +13,9 @@ from bigml_jax.data import pipeline
 from bigml_jax.data import text as text_lib
 from bigml_jax.data.builders import BUILDERS
 from bigml_jax.data.builders import kjv_bible
+from tests.interop import tiny_hf
 
+TRAINED = ('char', 'subword')  # 'hf' tokenizers are read, never trained.
 SAMPLE = 'And God said,\n\tLet there be light: ünïcode 日本語  "quoted" -- 42!'
 L = 32  # max_length of the pipeline tests: windows of L + 1 tokens.
 
@@ -79,7 +81,7 @@ def test_subword_tokenizer_round_trips_any_text_and_honours_vocab_size(raw):
   assert tok.decode(np.concatenate([ids, [text_lib.EOS_ID, 0, 0]])) == SAMPLE
 
 
-@pytest.mark.parametrize('kind', text_lib.TOKENIZERS)
+@pytest.mark.parametrize('kind', TRAINED)
 def test_save_load_gives_the_same_tokenizer(raw, tmp_path, kind):
   texts = _raw_texts(raw['fortunes']['train'])
   tok = text_lib.train_tokenizer(kind, texts, vocab_size=300)
@@ -94,13 +96,82 @@ def test_save_load_gives_the_same_tokenizer(raw, tmp_path, kind):
   assert [p.name for p in (tmp_path / 'sub').iterdir()] == ['tokenizer.json']
 
 
-@pytest.mark.parametrize('kind', text_lib.TOKENIZERS)
+@pytest.mark.parametrize('kind', TRAINED)
 def test_training_is_deterministic(raw, kind):
   texts = _raw_texts(raw['fortunes']['train'])
   a, b = (text_lib.train_tokenizer(kind, texts, vocab_size=500)
           for _ in range(2))
   for t in texts[::50]:
     np.testing.assert_array_equal(a.encode(t), b.encode(t))
+
+
+@pytest.mark.parametrize('kind', TRAINED)
+def test_trained_tokenizers_expose_their_fixed_special_ids(kind):
+  tok = text_lib.train_tokenizer(kind, ['ab'], vocab_size=300)
+  assert (tok.pad_id, tok.eos_id) == (text_lib.PAD_ID, text_lib.EOS_ID)
+  assert (tok.bos_id, tok.cls_id, tok.sep_id, tok.mask_id) == (None,) * 4
+  # They add no specials; max_length truncates.
+  assert [x.tolist() for x in tok.encode_batch(
+      ['abab'], special_tokens=True, max_length=3)] == [
+          tok.encode('abab')[:3].tolist()]
+
+
+def _hf_dir(path, tokenizer, **config):
+  """A model directory's tokenizer files, as save_pretrained writes them."""
+  path.mkdir(parents=True, exist_ok=True)
+  tokenizer.save(str(path / 'tokenizer.json'))
+  if config:
+    (path / 'tokenizer_config.json').write_text(json.dumps(config))
+  return str(path / 'tokenizer.json')
+
+
+def test_hf_tokenizer_finds_its_special_ids_named_or_well_known(tmp_path):
+  wordpiece = tiny_hf.wordpiece()
+  named = text_lib.load_tokenizer(_hf_dir(
+      tmp_path / 'named', wordpiece, cls_token='[CLS]', sep_token='[SEP]',
+      pad_token='[PAD]', mask_token={'content': '[MASK]'}))
+  # bert-base-uncased's tokenizer_config.json names no special token.
+  unnamed = text_lib.load_tokenizer(_hf_dir(tmp_path / 'unnamed', wordpiece,
+                                            do_lower_case=True))
+  for tok in (named, unnamed):
+    assert tok.kind == 'hf' and tok.vocab_size == wordpiece.get_vocab_size()
+    assert (tok.pad_id, tok.unk_id, tok.cls_id, tok.sep_id, tok.mask_id,
+            tok.eos_id) == (0, 1, 2, 3, 4, None)
+  # GPT-2's: <|endoftext|> is BOS, EOS and UNK, and pad_token null is none.
+  gpt2 = text_lib.load_tokenizer(_hf_dir(
+      tmp_path / 'gpt2', tiny_hf.byte_bpe(), pad_token=None))
+  assert (gpt2.eos_id, gpt2.bos_id, gpt2.pad_id) == (0, 0, None)
+
+
+def test_hf_tokenizer_adds_its_specials_and_truncates_keeping_them(tmp_path):
+  tok = text_lib.load_tokenizer(_hf_dir(tmp_path, tiny_hf.wordpiece()))
+  text = 'Anything that can go wrong, will go wrong.'
+  plain = tok.encode(text)
+  assert tok.decode(plain) == text.lower()
+  full, cut = tok.encode_batch([text, text], special_tokens=True)[0], \
+      tok.encode_batch([text], special_tokens=True, max_length=6)[0]
+  assert full.tolist() == [tok.cls_id] + plain.tolist() + [tok.sep_id]
+  assert cut.tolist() == [tok.cls_id] + plain[:4].tolist() + [tok.sep_id]
+  assert tok.decode(full) == tok.decode(plain)  # Specials dropped.
+
+
+def test_hf_tokenizer_saves_into_the_workdir_and_reads_back(tmp_path):
+  tok = text_lib.load_tokenizer(_hf_dir(tmp_path / 'model', tiny_hf.byte_bpe(),
+                                        eos_token='<|endoftext|>'))
+  tok.save(str(tmp_path / 'run' / 'tokenizer.json'))
+  back = text_lib.load_tokenizer(str(tmp_path / 'run' / 'tokenizer.json'))
+  assert (back.kind, back.eos_id, back.pad_id, back.config) == (
+      'hf', 0, None, {'eos_token': '<|endoftext|>'})
+  for t in tiny_hf.fortune_texts()[:20] + (SAMPLE,):
+    np.testing.assert_array_equal(back.encode(t), tok.encode(t))
+    assert back.decode(back.encode(t)) == t
+
+
+def test_hf_tokenizers_are_not_trained():
+  with pytest.raises(ValueError, match="tokenizer 'hf' is a pretrained "
+                     "model's own: start the run from it with "
+                     r'--config.init_from=hf:DIR'):
+    text_lib.train_tokenizer('hf', ['abc'])
 
 
 def test_subword_vocab_too_small_is_refused():

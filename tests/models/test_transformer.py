@@ -285,3 +285,81 @@ def test_bert_mlm_shares_the_classifiers_encoder_names_and_masks_tokens():
   # A masked position's token is hidden: changing it changes no logit.
   np.testing.assert_array_equal(apply(tokens.at[:, 3].set(5)), logits)
   assert not np.allclose(apply(tokens.at[:, 4].set(5)), logits)
+
+
+# Hugging Face's BERT as options (bigml_jax.interop.hf reads its weights;
+# tests/interop compares the logits with transformers').
+HF_BERT = dict(norm='post', type_vocab_size=2, embed_norm=True,
+               gelu='exact', layer_norm_epsilon=1e-12)
+
+
+def test_hf_bert_options_add_its_parameters_and_keep_the_others_names():
+  tokens = _tokens(1, 4)
+  names = lambda model: set(flax.traverse_util.flatten_dict(
+      jax.eval_shape(lambda: nn.unbox(model.init(
+          jax.random.key(0), tokens)['params'])), sep='/'))
+  default = names(BERT)
+  hf = names(BERT.clone(pooler=True, **HF_BERT))
+  # Post-LN blocks end normalised: no final LayerNorm.
+  assert default - hf == {'encoder/final_norm/scale', 'encoder/final_norm/bias'}
+  assert hf - default == {
+      'token_types/embedding', 'embed_norm/scale', 'embed_norm/bias',
+      'pooler/kernel', 'pooler/bias'}
+
+
+def test_post_ln_block_normalises_after_each_residual():
+  model = BERT.clone(norm='post', pooling='mean')
+  params = _init(model)
+  capture = lambda x: model.apply({'params': params}, x, capture_intermediates=(
+      lambda mdl, _: mdl.name == 'block_0'), mutable=['intermediates'])[1]
+  out = capture(_tokens(2, 5))['intermediates']['encoder']['block_0'][
+      '__call__'][0]
+  # LayerNorm with unit scale, zero bias: each position mean 0, variance 1.
+  np.testing.assert_allclose(out.mean(-1), 0, atol=1e-5)
+  np.testing.assert_allclose(out.var(-1), 1, atol=1e-3)
+
+
+def test_token_types_and_exact_gelu_change_the_function():
+  model = BERT.clone(**HF_BERT)
+  params = _init(model)
+  tokens = _tokens(2, 5)
+  logits = _apply(model, params, tokens)
+  ones = np.ones_like(tokens)
+  assert not np.allclose(_apply(model, params, tokens, token_types_BxL=ones),
+                         logits)
+  assert not np.allclose(_apply(model.clone(gelu='tanh'), params, tokens),
+                         logits)
+  np.testing.assert_allclose(
+      _apply(model, params, tokens, token_types_BxL=0 * ones), logits)
+
+
+def test_pad_id_is_the_models():
+  model = BERT.clone(pad_id=7, pooling='mean')
+  params = _init(BERT)
+  tokens = _tokens(1, 5)
+  tokens[tokens == 7] = 8
+  padded = np.pad(tokens, ((0, 0), (0, 3)), constant_values=7)
+  np.testing.assert_allclose(_apply(model, params, padded),
+                             _apply(model, params, tokens), atol=1e-6)
+
+
+def test_mlm_with_a_mask_id_reads_that_token_where_masked():
+  mlm = build_model({'name': 'bert_mlm', 'vocab_size': 20, 'mask_id': 3,
+                     'dropout_rate': 0.0, **TINY})
+  tokens = _tokens(2, 6)
+  params = _init(mlm)
+  assert 'mask_embedding' not in params
+  masked = np.zeros((2, 6), bool)
+  masked[:, 2] = True
+  with_mask_token = tokens.copy()
+  with_mask_token[:, 2] = 3
+  np.testing.assert_allclose(_apply(mlm, params, tokens, masked_BxL=masked),
+                             _apply(mlm, params, with_mask_token))
+
+
+@pytest.mark.parametrize('field, value', [('norm', 'middle'),
+                                          ('gelu', 'quick')])
+def test_unknown_norm_or_gelu_fails_at_construction(field, value):
+  with pytest.raises(ConfigError, match=f"{field} '{value}' is unknown; use "
+                     'one of'):
+    BertClassifier(vocab_size=8, num_classes=2, **{field: value})
