@@ -55,7 +55,7 @@ class RestoreError(RuntimeError):
 _OS_ERROR = re.compile(r'\[Errno (\d+)\] ([^:\];,\n]+)')
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
   """The cause of `e` in one line, keeping the OS's reason (e.g. 'No space
   left on device') wherever in the chain or the message it is."""
   seen = e
@@ -216,7 +216,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any,
 def _save_failed(manager, e: Exception) -> str:
   kept = ', '.join(str(s) for s in manager.all_steps()) or 'none'
   return (f'saving a checkpoint in {manager.directory} failed '
-          f'({_first_line(e)}); the complete checkpoints ({kept}) are intact: '
+          f'({first_line(e)}); the complete checkpoints ({kept}) are intact: '
           'free disk space and rerun the same command to resume')
 
 
@@ -326,7 +326,7 @@ def _agreed_damage(step_dir: str) -> str | None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     import numpy as np  # pylint: disable=g-import-not-at-top
-    text = json.dumps([damage, error and _first_line(error)]).encode()
+    text = json.dumps([damage, error and first_line(error)]).encode()
     buf = np.zeros(4096, np.uint8)
     buf[:len(text[:4096])] = np.frombuffer(text[:4096], np.uint8)
     agreed = multihost_utils.broadcast_one_to_all(buf)
@@ -335,7 +335,7 @@ def _agreed_damage(step_dir: str) -> str | None:
       error = OSError(reason)
   if error is not None:
     raise RestoreError(
-        f'checkpoint {step_dir} cannot be read ({_first_line(error)}); '
+        f'checkpoint {step_dir} cannot be read ({first_line(error)}); '
         'nothing was changed: fix the cause (a disk or network error, a '
         'workdir not every host sees) and rerun the same command')
   return damage
@@ -364,7 +364,7 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any
         verified = os.path.exists(os.path.join(step_dir, CHECKSUMS_FILE))
         raise RestoreError(
             f'checkpoint step {step} in {directory} cannot be read '
-            f'({_first_line(e)}); ' +
+            f'({first_line(e)}); ' +
             ('its files match their checksums, so it is not damaged; '
              if verified else '') +
             'nothing was changed: fix the cause (memory, a disk or network '
@@ -485,7 +485,7 @@ def load_params(source: str, params: Any, skip: str | None = None, *,
     # Orbax and TensorStore raise many types for damaged files.
     others = [str(s) for s in _steps(directory) if s != step]
     raise ConfigError(
-        f'{what}: checkpoint {step_dir} cannot be read ({_first_line(e)}); '
+        f'{what}: checkpoint {step_dir} cannot be read ({first_line(e)}); '
         + (f'{directory} also has steps {", ".join(others)}' if others else
            'pass another run')) from None
   finally:

@@ -6,6 +6,7 @@ ranges); names that live in a registry (model, dataset) are checked where
 they are looked up, so the error can list the known ones.
 """
 
+import copy
 import json
 import numbers
 import os
@@ -16,24 +17,58 @@ import ml_collections
 from bigml_jax import workdir as workdir_lib
 
 from bigml_jax.errors import ConfigError  # Re-exported: config.ConfigError.
+from bigml_jax.optim import OPTIONAL_FIELDS as OPTIMIZER_DEFAULTS
 from bigml_jax.optim import optimizer_fields
 
 
-REQUIRED_FIELDS = (
-    'seed', 'model.name', 'dataset.name', 'dataset.train_split',
-    'dataset.eval_split', 'batch_size', 'total_steps', 'log_every',
-    'eval_every', 'checkpoint_every', 'max_to_keep', 'optimizer.name',
-    'optimizer.learning_rate', 'optimizer.schedule', 'optimizer.warmup_steps',
-    'optimizer.weight_decay', 'optimizer.grad_clip_norm', 'mesh.data',
-    'mesh.fsdp', 'mesh.tensor',
-)
-# Optional fields (defaults; the shipped configs declare them all, which
-# `--config.KEY=VALUE` needs): parallelism 'jit' | 'pmap'; microbatches 1;
-# steps_per_dispatch 1 (K train steps per compiled call, for tiny steps);
-# compute_dtype None (= params' float32) | 'bfloat16'; nan_policy 'stop' |
-# 'skip'; logical_axis_rules (bigml_jax.parallel.mesh.DEFAULT_RULES);
-# init_from None | a run's workdir to fine-tune from, init_skip None | a
-# regex of parameter names to keep as initialised (checkpoint.load_params).
+# Every top-level field of a config, once: its default (REQUIRED: none) and
+# what it is. `with_defaults` fills in what a config leaves out; the shipped
+# configs start from `defaults()` and set what differs. The optimizer's
+# fields are bigml_jax.optim's (REQUIRED_FIELDS, OPTIONAL_FIELDS); the
+# dataset's and the model's are their sections' (data.pipeline, the module).
+REQUIRED = object()
+FIELDS = {
+    'seed': (REQUIRED, 'PRNG seed of the params, dropout and the data order'),
+    'model': (REQUIRED, 'name (a bigml_jax.models name) and its '
+              'hyperparameters'),
+    'dataset': (REQUIRED, 'name, train_split, eval_split, data_dir, ...'),
+    'optimizer': (REQUIRED, 'name, learning_rate, schedule, ... (optim.py)'),
+    'batch_size': (REQUIRED, 'global batch of a train step'),
+    'total_steps': (REQUIRED, 'train steps of the run'),
+    'log_every': (REQUIRED, 'steps between train metric rows'),
+    'eval_every': (REQUIRED, 'steps between evaluations'),
+    'checkpoint_every': (REQUIRED, 'steps between checkpoints'),
+    'max_to_keep': (REQUIRED, 'checkpoints kept (the newest)'),
+    'mesh': (REQUIRED, 'sizes of the data, fsdp and tensor axes (-1: the '
+             'remaining devices)'),
+    'task': ('classification', 'what is optimised: classification | lm | '
+             'mlm | gan'),
+    'parallelism': ('jit', "'jit' over the mesh | 'pmap' (data parallel "
+                    'only)'),
+    'microbatches': (1, 'gradient accumulation: microbatches per step'),
+    'steps_per_dispatch': (1, 'train steps per compiled call, for tiny '
+                           'steps'),
+    'compute_dtype': (None, "None (the params' float32) | 'bfloat16' | "
+                      "'float16'"),
+    'nan_policy': ('stop', "a non-finite update: 'stop' the run | 'skip' "
+                   'it'),
+    'logical_axis_rules': (None, 'logical axis -> mesh axis pairs (None: '
+                           'parallel.mesh.DEFAULT_RULES)'),
+    'init_from': (None, "a run's workdir, step directory or hf:DIR whose "
+                  'params start a fresh run'),
+    'init_skip': (None, 'a regex of parameter names init_from leaves as '
+                  "initialised, e.g. '^head/'"),
+    'eval_batch_size': (None, 'examples per eval batch (None: batch_size)'),
+    'evals': ({}, 'evaluators besides the task metrics, by name with '
+              'options (bigml_jax.evaluators)'),
+    'sampling': ({}, "a language model's samples at each eval: "
+                 'num_samples, temperature, top_k, top_p (tasks.lm)'),
+    'gan': ({}, "a GAN's loss, n_critic, ema_decay, quality... (tasks.gan)"),
+}
+# The types of fields whose default is None, so that `--config.KEY=VALUE`
+# can set them (ml_collections overrides only fields a config has).
+_NONE_TYPES = {'compute_dtype': str, 'init_from': str, 'init_skip': str,
+               'eval_batch_size': int, 'logical_axis_rules': tuple}
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
 SCHEDULES = ('constant', 'cosine', 'linear')
 
@@ -48,10 +83,52 @@ def _get(config, dotted):
   return node
 
 
+def _default(name: str):
+  default = FIELDS[name][0]
+  if default is None:
+    return ml_collections.config_dict.placeholder(_NONE_TYPES[name])
+  return (ml_collections.ConfigDict(default) if isinstance(default, dict)
+          else default)
+
+
+def defaults() -> ml_collections.ConfigDict:
+  """A config holding every optional field at its default."""
+  return ml_collections.ConfigDict({
+      name: _default(name) for name, (default, _) in FIELDS.items()
+      if default is not REQUIRED})
+
+
+def with_defaults(config: ml_collections.ConfigDict
+                  ) -> ml_collections.ConfigDict:
+  """A copy of `config` with the optional fields it leaves out at their
+  defaults (the optimizer's too): what a run reads."""
+  full = copy.deepcopy(config)
+  with full.unlocked():
+    for name, (default, _) in FIELDS.items():
+      if default is not REQUIRED and name not in full:
+        full[name] = _default(name)
+    if 'optimizer' in full:
+      for name, default in OPTIMIZER_DEFAULTS.items():
+        if name not in full.optimizer:
+          full.optimizer[name] = default
+  return full
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError with the fix when `config` cannot describe a run."""
-  for field in REQUIRED_FIELDS:
+  for name, (default, _) in FIELDS.items():
+    if default is REQUIRED:
+      _get(config, name)
+  for field in ('model.name', 'dataset.name', 'dataset.train_split',
+                'dataset.eval_split', 'optimizer.name',
+                'optimizer.learning_rate', 'mesh.data', 'mesh.fsdp',
+                'mesh.tensor'):
     _get(config, field)
+  unknown = sorted(set(config) - set(FIELDS))
+  if unknown:
+    raise ConfigError(f'config has no field(s) {", ".join(unknown)}; its '
+                      f'fields are {", ".join(sorted(FIELDS))}')
+  config = with_defaults(config)
   opt = config.optimizer
   if opt.name not in OPTIMIZERS:
     raise ConfigError(f'optimizer.name {opt.name!r} is unknown; use one of '
@@ -68,24 +145,24 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          ('nan_policy', ('stop', 'skip')),
                          ('compute_dtype', (None, '', 'float32', 'bfloat16',
                                             'float16'))):
-    if config.get(field, allowed[0]) not in allowed:
-      raise ConfigError(f'{field} {config.get(field)!r} is unknown; use one of '
+    if config[field] not in allowed:
+      raise ConfigError(f'{field} {config[field]!r} is unknown; use one of '
                         f'{", ".join(a for a in allowed if a)}')
   if (not isinstance(config.seed, numbers.Integral) or
       isinstance(config.seed, bool) or not 0 <= config.seed < 2**32):
     # The data order takes a 32-bit seed: larger ones would repeat others'.
     raise ConfigError(f'seed must be an integer in [0, 2**32), got '
                       f'{config.seed!r}')
-  microbatches = config.get('microbatches', 1)
+  microbatches = config.microbatches
   if not isinstance(microbatches, int) or microbatches <= 0:
     raise ConfigError(f'microbatches must be a positive integer, got '
                       f'{microbatches!r}')
-  k = config.get('steps_per_dispatch', 1)
+  k = config.steps_per_dispatch
   if not isinstance(k, int) or k <= 0:
     raise ConfigError(f'steps_per_dispatch must be a positive integer, got '
                       f'{k!r}')
   if k > 1:
-    if config.get('parallelism', 'jit') == 'pmap':
+    if config.parallelism == 'pmap':
       raise ConfigError('steps_per_dispatch > 1 needs parallelism=jit; set '
                         'steps_per_dispatch=1 for pmap')
     for field in ('total_steps', 'log_every', 'eval_every',
@@ -148,12 +225,13 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str,
     return
   try:
     with open(path) as f:
-      saved = _flat(json.load(f))
+      saved = _flat(_as_json(with_defaults(
+          ml_collections.ConfigDict(json.load(f)))))
   except (OSError, ValueError) as e:
     raise ConfigError(f'{path} cannot be read ({e}); it records the run that '
                       'wrote the checkpoints: restore it, or pass a new '
                       '--workdir') from None
-  new = _flat(_as_json(config))
+  new = _flat(_as_json(with_defaults(config)))
   changed = [f'{k} {saved.get(k)!r} -> {new.get(k)!r}'
              for k in sorted(set(saved) | set(new))
              if saved.get(k) != new.get(k) and not _resumable(k)]

@@ -199,7 +199,7 @@ def _quiet_libraries(record) -> bool:
 
 
 def _first_line(e: BaseException) -> str:
-  return bigml_jax.checkpoint._first_line(e)  # pylint: disable=protected-access
+  return bigml_jax.checkpoint.first_line(e)
 
 
 def _one_line_hooks():

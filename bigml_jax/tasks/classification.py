@@ -9,12 +9,13 @@ import jax.numpy as jnp
 import optax
 
 from bigml_jax.models import build_model
+from bigml_jax.tasks.base import Task
 
 Batch = dict[str, jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
-class ClassificationTask:
+class ClassificationTask(Task):
   """Trains `model(inputs) -> logits [B, num_classes]` on integer labels.
 
   Batches are dicts with the inputs under `input_key` ('image' [B, H, W, C],

@@ -20,22 +20,13 @@ Config (besides the required fields):
     'ring' (gan.ring_radius, gan.ring_sigma) | 'classifier'
     (gan.classifier_workdir).
 
-Metrics: D's and G's losses, D's accuracy on real and on generated samples,
-and, in evaluation, sample quality:
-  ring: modes_covered and high_quality_share. A sample is high quality
-    within 3 sigma of its nearest mode (Srivastava et al., 2017, VEEGAN); a
-    mode is covered when its high-quality samples number at least a fifth
-    of its fair share of all samples (PacGAN's rule on the 2-D grid: 20 of
-    100 expected).
-  classifier: fid, the Frechet distance (Heusel et al., 2017) between real
-    and generated samples in the penultimate-layer features of a classifier
-    trained with this framework on the same data, and confidence, its mean
-    top-class probability on generated samples (confidence_real on real ones,
-    for reference).
+Metrics: D's and G's losses, D's accuracy on real and on generated samples.
+Sample quality is the evaluators' (bigml_jax.evaluators.gan), chosen by
+gan.quality: 'ring' -> ring_coverage, 'classifier' -> frechet_distance (with
+gan.classifier_workdir), or by config.evals.
 """
 
 import dataclasses
-import os
 from typing import Any, TYPE_CHECKING
 
 import flax.linen as nn
@@ -43,7 +34,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 
 if TYPE_CHECKING:  # Annotations only: GPU images lack ml_collections.
   import ml_collections
@@ -51,7 +41,7 @@ if TYPE_CHECKING:  # Annotations only: GPU images lack ml_collections.
 from bigml_jax.errors import ConfigError
 from bigml_jax.models import build_model
 from bigml_jax.optim import OPTIONAL_FIELDS, make_optimizer
-from bigml_jax.tasks.base import NO_STEP
+from bigml_jax.tasks.base import Task, guarded_update
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -59,10 +49,6 @@ Metrics = dict[str, jax.Array]
 LOSSES = ('non_saturating', 'hinge')
 QUALITY = ('none', 'ring', 'classifier')
 NETWORKS = ('generator', 'discriminator')
-# A mode counts as covered with this share of its fair share of samples.
-_MODE_COVERED_SHARE = 0.2
-_TRAIN_CLASSIFIER = ('python -m experiments.run '
-                     '--config=experiments/configs/default.py --workdir={}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,87 +76,6 @@ def network_optimizer_config(opt: 'ml_collections.ConfigDict',
   return {**shared, **overrides}
 
 
-def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray,
-                     cov2: np.ndarray) -> float:
-  """|mu1 - mu2|^2 + tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2)).
-
-  tr((cov1 cov2)^(1/2)) is computed as the sum of square roots of the
-  eigenvalues of s cov2 s with s = cov1^(1/2): that matrix is symmetric PSD
-  with the same spectrum, so no complex sqrtm (and its round-off) is needed.
-  """
-  w, v = np.linalg.eigh(cov1)
-  s = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-  eig = np.linalg.eigvalsh(s @ cov2 @ s)
-  trace_sqrt = np.sqrt(np.clip(eig, 0, None)).sum()
-  return float(((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2)
-               - 2 * trace_sqrt)
-
-
-def _mean_and_cov(total: np.ndarray, outer: np.ndarray, n: float):
-  mu = total / n
-  return mu, (outer - n * np.outer(mu, mu)) / max(n - 1, 1)
-
-
-def load_classifier(workdir: str | None, num_classes: int,
-                    example: np.ndarray) -> tuple[nn.Module, Any]:
-  """The model and params (host numpy arrays) of the classification run in
-  `workdir`: its config.json and latest checkpoint. `example` [1, ...] is an
-  input of the GAN's data, to check that the classifier takes it."""
-  if not workdir:
-    raise ConfigError('gan.quality "classifier" needs gan.classifier_workdir, '
-                      'the workdir of a classifier trained on the same data; '
-                      'train one with '
-                      f'`{_TRAIN_CLASSIFIER.format("/tmp/bigml/default")}` '
-                      'and pass --config.gan.classifier_workdir='
-                      '/tmp/bigml/default')
-  directory = os.path.join(os.path.expanduser(workdir), 'checkpoints')
-  step = None
-  if os.path.isdir(directory):
-    with ocp.CheckpointManager(directory) as manager:
-      step = manager.latest_step()
-  if step is None:
-    raise ConfigError(
-        f'gan.classifier_workdir {workdir} holds no checkpoint; train a '
-        f'classifier there first: `{_TRAIN_CLASSIFIER.format(workdir)}`')
-  from bigml_jax.config import load_saved_config  # pylint: disable=g-import-not-at-top
-  model = build_model(load_saved_config(workdir).model,
-                      num_classes=num_classes)
-  abstract = nn.unbox(jax.eval_shape(
-      lambda: model.init(jax.random.key(0), example))['params'])
-  # Only the params, as numpy: the checkpoint's optimizer state and device
-  # layout are the classifier run's business, not this one's.
-  as_numpy = jax.tree.map(
-      lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract)
-  with ocp.CheckpointManager(directory) as manager:
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(item={'params': abstract},
-                                     restore_args={'params': as_numpy},
-                                     partial_restore=True)))
-  params = restored.state['params']
-  if jax.tree.map(np.shape, params) != jax.tree.map(np.shape, abstract):
-    raise ConfigError(f'the classifier in {workdir} does not fit this '
-                      "dataset's inputs or classes; train it on the GAN's "
-                      'dataset')
-  return model, params
-
-
-def _penultimate_features(model: nn.Module, params: Any, x: jax.Array
-                          ) -> tuple[jax.Array, jax.Array]:
-  """(features [B, D], logits [B, K]): the features are the input of the
-  model's last Dense layer, its output head, whatever comes before it."""
-  dense_inputs = []
-
-  def keep_dense_inputs(next_fun, args, kwargs, context):
-    if (isinstance(context.module, nn.Dense)
-        and context.method_name == '__call__'):
-      dense_inputs.append(args[0])
-    return next_fun(*args, **kwargs)
-
-  with nn.intercept_methods(keep_dense_inputs):
-    logits = model.apply({'params': params}, x, train=False)
-  return dense_inputs[-1].reshape(x.shape[0], -1), logits
-
-
 def _scatter_image(points: jax.Array, extent: float, marks: np.ndarray,
                    size: int = 128) -> jax.Array:
   """2-D points [N, 2] in [-extent, extent]^2 -> one RGB image [1, S, S, 3]:
@@ -192,7 +97,7 @@ def _scatter_image(points: jax.Array, extent: float, marks: np.ndarray,
 
 
 @dataclasses.dataclass(frozen=True)
-class GanTask:
+class GanTask(Task):
   """Generator `generator(z) -> samples` against `discriminator(x) -> logit`.
 
   Batches hold real samples under `input_key` ([B, H, W, C] images or [B, 2]
@@ -212,8 +117,6 @@ class GanTask:
   ring_radius: float = 2.0
   ring_sigma: float = 0.02
   input_key: str = 'image'
-  classifier: nn.Module | None = None
-  classifier_params: Any = dataclasses.field(default=None, compare=False)
 
   @classmethod
   def from_config(cls, config, *, num_classes: int, **other_data_fields
@@ -227,35 +130,29 @@ class GanTask:
                         'config.model.discriminator, each with a name (e.g. '
                         'mlp_generator, dcgan_discriminator) and its '
                         'hyperparameters')
-    # Loop options that only the default train step implements.
-    supported = {'parallelism': ('jit', None), 'microbatches': (1, None),
-                 'compute_dtype': (None, 'float32')}
-    for field, values in supported.items():
-      if config.get(field, values[0]) not in values:
-        raise ConfigError(f'task "gan" has its own train step, which does '
-                          f'not implement {field}={config.get(field)!r}; '
-                          'remove it from the config')
-    gan = config.get('gan') or {}
+    options = dict(config.get('gan') or {})
+    options.pop('classifier_workdir', None)  # The evaluator's (evaluators).
+    fields = {f.name for f in dataclasses.fields(cls)} - {
+        'generator', 'discriminator', 'ring_modes', 'input_key'}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+      raise ConfigError(f'gan has no field(s) {", ".join(unknown)}; its '
+                        f'fields are {", ".join(sorted(fields))}, '
+                        'classifier_workdir')
     task = cls(build_model(model.generator), build_model(model.discriminator),
-               loss=gan.get('loss', 'non_saturating'),
-               n_critic=gan.get('n_critic', 1),
-               r1_gamma=gan.get('r1_gamma', 0.0),
-               ema_decay=gan.get('ema_decay', 0.0),
-               num_samples=gan.get('num_samples', 64),
-               plot_extent=gan.get('plot_extent', 3.0),
-               quality=gan.get('quality', 'none'),
                ring_modes=num_classes,
-               ring_radius=gan.get('ring_radius', 2.0),
-               ring_sigma=gan.get('ring_sigma', 0.02),
-               input_key=config.dataset.get('input_key', 'image'))
+               input_key=config.dataset.get('input_key') or 'image', **options)
     task.check()
-    if task.quality == 'classifier':
-      example = np.zeros((1, *task.generator.output_shape), np.float32)
-      classifier, params = load_classifier(gan.get('classifier_workdir'),
-                                           num_classes, example)
-      task = dataclasses.replace(task, classifier=classifier,
-                                 classifier_params=params)
     return task
+
+  def evaluators(self, config) -> dict[str, dict[str, Any]]:
+    """Sample quality by gan.quality (bigml_jax.evaluators.gan)."""
+    if self.quality == 'ring':
+      return {'ring_coverage': {}}
+    if self.quality == 'classifier':
+      return {'frechet_distance': {'classifier_workdir': (
+          config.get('gan') or {}).get('classifier_workdir')}}
+    return {}
 
   def check(self) -> None:
     """Raises ConfigError for settings no run can use."""
@@ -434,21 +331,9 @@ class GanTask:
       metrics = dict(d_metrics, **g_metrics)
       grad_norm = jnp.sqrt(metrics['d_grad_norm_sum'] ** 2 +
                            metrics['g_grad_norm_sum'] ** 2)
-      # As in the default step: a non-finite loss, gradient or parameter
-      # skips the whole step (both networks) and is counted for the loop.
-      finite = (jnp.isfinite(grad_norm) &
-                jnp.isfinite(metrics['d_loss_sum'] + metrics['g_loss_sum']) &
-                jnp.isfinite(optax.tree.norm(params)))
-      keep = lambda new, old: jax.tree.map(
-          lambda n, o: jnp.where(finite, n, o), new, old)
-      metrics.update(
-          grad_norm_sum=jnp.where(finite, grad_norm, 0.0),
-          steps=jnp.ones((), jnp.float32),
-          nonfinite=(~finite).astype(jnp.float32),
-          min_nonfinite_step=jnp.where(finite, NO_STEP, state.step + 1))
-      return state.replace(step=state.step + 1,
-                           params=keep(params, state.params),
-                           opt_state=keep(opt_state, state.opt_state)), metrics
+      # Both networks' update is skipped together, as the default step's.
+      return guarded_update(state, params, opt_state, grad_norm, metrics,
+                            metrics['d_loss_sum'] + metrics['g_loss_sum'])
 
     return train_step
 
@@ -457,7 +342,7 @@ class GanTask:
   def loss_and_metrics(self, params: Any, batch: Batch, rng: jax.Array,
                        train: bool) -> tuple[jax.Array, Metrics]:
     """D's mean loss on the batch's real samples against as many fakes, and
-    metric sums: D/G losses, D's accuracy, and sample quality.
+    metric sums: D/G losses and D's accuracy.
 
     Returns:
       loss: scalar, D's mean loss over examples with mask 1.
@@ -466,51 +351,35 @@ class GanTask:
     del train  # No dropout or batch statistics in these networks.
     real = batch[self.input_key]
     mask = batch.get('mask', jnp.ones(real.shape[:1], jnp.float32))
+    fake = self.generate(params['generator'], self._eval_noise(real, rng))
+    fake_logits = self.discriminate(params['discriminator'], fake)
+    metrics = self._d_metrics(
+        self.discriminate(params['discriminator'], real), fake_logits, mask)
+    metrics['g_loss_sum'] = (self.g_losses(fake_logits) * mask).sum()
+    return metrics['d_loss_sum'] / jnp.maximum(metrics['count'], 1.0), metrics
+
+  def _eval_noise(self, real: jax.Array, rng: jax.Array) -> jax.Array:
     # The eval step passes one rng for every batch; keying the noise on the
     # batch's bits too gives each batch its own fakes, still deterministic
     # (an integer sum is exact in any order, on any mesh).
     bits = jax.lax.bitcast_convert_type(real, jnp.uint32)
     rng = jax.random.fold_in(rng, jnp.sum(bits, dtype=jnp.uint32))
-    z = self.noise(rng, real.shape[0])
-    fake = self.generate(params['generator'], z)
-    fake_logits = self.discriminate(params['discriminator'], fake)
-    metrics = self._d_metrics(
-        self.discriminate(params['discriminator'], real), fake_logits, mask)
-    metrics['g_loss_sum'] = (self.g_losses(fake_logits) * mask).sum()
-    # Quality is that of the generator samples() draws from.
-    if 'generator_ema' in params:
-      fake = self.generate(params['generator_ema'], z)
-    if self.quality == 'ring':
-      metrics.update(self.ring_sums(fake, mask))
-    elif self.quality == 'classifier':
-      metrics.update(self._classifier_sums(real, fake, mask))
-    return metrics['d_loss_sum'] / jnp.maximum(metrics['count'], 1.0), metrics
+    return self.noise(rng, real.shape[0])
+
+  def eval_samples(self, params: Any, batch: Batch, rng: jax.Array
+                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(real [B, ...], fake [B, ...], mask [B]) of an eval batch: the fakes
+    of the generator samples() draws from (its EMA when on), from the noise
+    the eval metrics use, for the quality evaluators."""
+    real = batch[self.input_key]
+    mask = batch.get('mask', jnp.ones(real.shape[:1], jnp.float32))
+    g_params = params.get('generator_ema', params['generator'])
+    return real, self.generate(g_params, self._eval_noise(real, rng)), mask
 
   def ring_centers(self) -> np.ndarray:
     """[ring_modes, 2]: mode k at angle 2*pi*k/ring_modes (as the dataset)."""
     angles = 2 * np.pi * np.arange(self.ring_modes) / self.ring_modes
     return self.ring_radius * np.stack([np.cos(angles), np.sin(angles)], -1)
-
-  def ring_sums(self, fake: jax.Array, mask: jax.Array) -> Metrics:
-    centers = self.ring_centers()
-    dist = jnp.linalg.norm(fake[:, None, :] - centers[None], axis=-1)
-    good = (dist.min(axis=1) <= 3 * self.ring_sigma) * mask
-    nearest = jax.nn.one_hot(dist.argmin(axis=1), self.ring_modes)
-    return {'high_quality': good.sum(),
-            'mode_counts': (nearest * good[:, None]).sum(axis=0)}
-
-  def _classifier_sums(self, real: jax.Array, fake: jax.Array,
-                       mask: jax.Array) -> Metrics:
-    sums = {}
-    for name, x in (('real', real), ('fake', fake)):
-      features, logits = _penultimate_features(
-          self.classifier, self.classifier_params, x)
-      f = features.astype(jnp.float32) * mask[:, None]
-      sums[f'{name}_feature_sum'] = f.sum(axis=0)
-      sums[f'{name}_feature_outer'] = f.T @ f
-      sums[f'{name}_confidence'] = (
-          jax.nn.softmax(logits.astype(jnp.float32)).max(axis=-1) * mask).sum()
-    return sums
 
   def summarize(self, sums: dict[str, Any]) -> dict[str, float]:
     """Metric sums (over steps or eval batches) -> means.
@@ -529,19 +398,6 @@ class GanTask:
     if 'steps' in sums:
       out['d_grad_norm'] = sums['d_grad_norm_sum'] / sums['steps']
       out['g_grad_norm'] = sums['g_grad_norm_sum'] / sums['steps']
-    if 'mode_counts' in sums:
-      fair_share = count / self.ring_modes
-      out['modes_covered'] = float(
-          (np.asarray(sums['mode_counts']) >= _MODE_COVERED_SHARE * fair_share)
-          .sum())
-      out['high_quality_share'] = sums['high_quality'] / count
-    if 'fake_feature_sum' in sums:
-      stats = [_mean_and_cov(np.asarray(sums[f'{n}_feature_sum'], np.float64),
-                             np.asarray(sums[f'{n}_feature_outer'], np.float64),
-                             count) for n in ('real', 'fake')]
-      out['fid'] = frechet_distance(*stats[0], *stats[1])
-      out['confidence'] = sums['fake_confidence'] / count
-      out['confidence_real'] = sums['real_confidence'] / count
     return {k: float(v) for k, v in out.items()}
 
   # Pictures

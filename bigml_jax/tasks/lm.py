@@ -12,6 +12,7 @@ import optax
 from bigml_jax.data.text import EOS_ID, PAD_ID
 from bigml_jax.errors import ConfigError
 from bigml_jax.models import build_model, sampling
+from bigml_jax.tasks.base import Task
 
 Batch = dict[str, jax.Array]
 
@@ -46,7 +47,7 @@ def token_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
-class LMTask:
+class LMTask(Task):
   """Trains a causal `model(tokens [B, L]) -> logits [B, L, vocab]`.
 
   Batches hold `input_key` ('tokens') int [B, L + 1]: the model reads

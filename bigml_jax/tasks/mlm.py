@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from bigml_jax.models import build_model
+from bigml_jax.tasks.base import Task
 from bigml_jax.tasks.lm import (PAD_ID, special_id, summarize_tokens,
                                 token_loss)
 
@@ -19,7 +20,7 @@ FIRST_ORDINARY_ID = 2
 
 
 @dataclasses.dataclass(frozen=True)
-class MLMTask:
+class MLMTask(Task):
   """Trains `model(tokens [B, L], masked [B, L]) -> logits [B, L, vocab]`
   (e.g. `BertMLM`; it must have a `vocab_size`) to recover corrupted tokens,
   as BERT is pretrained.

@@ -20,16 +20,10 @@ import optax
 from jax.sharding import Mesh
 
 from bigml_jax.parallel import mesh as mesh_lib
-from bigml_jax.tasks.base import NO_STEP
+from bigml_jax.tasks.base import Task, cast_floats, guarded_update
 from bigml_jax.training.state import TrainState
 
 Metrics = dict[str, jax.Array]
-
-
-def _cast_floats(tree, dtype):
-  return jax.tree.map(
-      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
-      tree)
 
 
 def _split_microbatches(batch, k: int):
@@ -44,11 +38,11 @@ def _split_microbatches(batch, k: int):
 
 def _check_task(task: Any) -> None:
   # A Flax module has no loss; its own error would be about setup().
-  if not hasattr(task, 'loss_and_metrics'):
+  if not isinstance(task, Task):
     raise TypeError(
-        f'steps take a task (a model with its loss and metrics), not a '
-        f'{type(task).__name__}; wrap a module as '
-        "bigml_jax.ClassificationTask(model, input_key='image')")
+        f'steps take a task (a model with its loss and metrics: a '
+        f'bigml_jax.tasks.base.Task), not a {type(task).__name__}; wrap a '
+        "module as bigml_jax.ClassificationTask(model, input_key='image')")
 
 
 def make_grad_fn(task: Any, *, microbatches: int = 1, compute_dtype=None):
@@ -62,8 +56,8 @@ def make_grad_fn(task: Any, *, microbatches: int = 1, compute_dtype=None):
 
   def loss_fn(params, batch, rng):
     if compute_dtype is not None:
-      params = _cast_floats(params, compute_dtype)
-      batch = _cast_floats(batch, compute_dtype)
+      params = cast_floats(params, compute_dtype)
+      batch = cast_floats(batch, compute_dtype)
     return task.loss_and_metrics(params, batch, rng, train=True)
 
   grad = jax.grad(loss_fn, has_aux=True)
@@ -110,20 +104,8 @@ def make_train_step(task: Any, tx: optax.GradientTransformation, *,
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    # An update can overflow even from finite gradients (a huge step size).
-    finite = (jnp.isfinite(grad_norm) & jnp.isfinite(metrics['loss_sum']) &
-              jnp.isfinite(optax.tree.norm(params)))
-    keep = lambda new, old: jax.tree.map(
-        lambda n, o: jnp.where(finite, n, o), new, old)
-    metrics = dict(
-        metrics, grad_norm_sum=jnp.where(finite, grad_norm, 0.0),
-        steps=jnp.ones((), jnp.float32),
-        nonfinite=(~finite).astype(jnp.float32),
-        min_nonfinite_step=jnp.where(finite, NO_STEP, state.step + 1))
-    new_state = state.replace(step=state.step + 1,
-                              params=keep(params, state.params),
-                              opt_state=keep(opt_state, state.opt_state))
-    return new_state, metrics
+    return guarded_update(state, params, opt_state, grad_norm, metrics,
+                          metrics['loss_sum'])
 
   return train_step
 
@@ -134,8 +116,8 @@ def make_eval_step(task: Any, *, compute_dtype=None):
 
   def eval_step(params, batch) -> Metrics:
     if compute_dtype is not None:
-      params = _cast_floats(params, compute_dtype)
-      batch = _cast_floats(batch, compute_dtype)
+      params = cast_floats(params, compute_dtype)
+      batch = cast_floats(batch, compute_dtype)
     _, metrics = task.loss_and_metrics(params, batch, jax.random.key(0),
                                        train=False)
     return metrics

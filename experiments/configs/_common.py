@@ -3,13 +3,17 @@ place to read its experiment (big_vision-style), minus this boilerplate."""
 
 import ml_collections
 
+from bigml_jax import config as config_lib
+
 
 def base(*, batch_size: int, total_steps: int, log_every: int = 100,
          eval_every: int | None = None,
          checkpoint_every: int | None = None) -> ml_collections.ConfigDict:
-  """Run-level fields: seed, schedule of logs/evals/checkpoints, a
-  data-parallel mesh over all devices, and the loop options."""
-  config = ml_collections.ConfigDict()
+  """Every optional field at its default (bigml_jax.config.FIELDS: so that
+  `--config.KEY=VALUE` can set it), and the run-level fields: seed, the
+  schedule of logs, evals and checkpoints, a data-parallel mesh over all
+  devices."""
+  config = config_lib.defaults()
   config.seed = 0
   config.batch_size = batch_size
   config.total_steps = total_steps
@@ -18,17 +22,6 @@ def base(*, batch_size: int, total_steps: int, log_every: int = 100,
   config.checkpoint_every = checkpoint_every or total_steps // 2
   config.max_to_keep = 2
   config.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'tensor': 1})
-  # Loop options, at their defaults, so that `--config.KEY=VALUE` can set
-  # them (absl overrides only fields a config has).
-  config.parallelism = 'jit'
-  config.microbatches = 1
-  config.steps_per_dispatch = 1
-  config.compute_dtype = ml_collections.config_dict.placeholder(str)
-  config.nan_policy = 'stop'
-  # Fine-tuning: a run's workdir (or step directory) whose params start
-  # this one, but for the names init_skip (a regex) matches.
-  config.init_from = ml_collections.config_dict.placeholder(str)
-  config.init_skip = ml_collections.config_dict.placeholder(str)
   return config
 
 
