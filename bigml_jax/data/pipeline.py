@@ -433,14 +433,13 @@ def load_sources(cfg: ml_collections.ConfigDict, *,
           f'{", ".join(sorted(BUILDERS))}, synthetic; your own files: '
           f'{", ".join(formats.FORMATS)}; or a prepared TFDS catalog name'
           ) from None
+  label_key = cfg.get('label_key', 'label')
+  label = features[label_key] if label_key in features else None
   if cfg.get('text_key', 'text') in features:
     sources = _text_sources(cfg, train, eval_, features, tokenizer)
   else:
-    label = features[cfg.get('label_key', 'label')]
     sources = Sources(_in_memory(train, features), _in_memory(eval_, features),
                       label.num_classes)
-  label_key = cfg.get('label_key', 'label')
-  label = features[label_key] if label_key in features else None
   if isinstance(label, tfds.features.ClassLabel):
     sources = dataclasses.replace(sources, class_names=tuple(label.names))
   return sources
@@ -516,8 +515,7 @@ def make_preprocess(cfg: ml_collections.ConfigDict,
   batches are preprocessed whole, which is far cheaper than per example.
   """
   read = None if train is None else (
-      lambda indices: (train.read_batch(indices) if hasattr(train, 'read_batch')
-                       else _stack(_read_records(train, indices))))
+      lambda indices: _read_batch(train, lambda batch: batch, indices))
   return preprocess_lib.Preprocess(cfg, read,
                                    0 if train is None else len(train))
 

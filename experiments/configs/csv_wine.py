@@ -36,10 +36,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset = _common.dataset(
       'csv', train_path=examples.sklearn_csv('wine_data.csv'),
       skip_rows=1, column_names=COLUMNS, label_key='cultivar',
-      input_key='features', eval_fraction=0.2, split_seed=0,
+      input_key='features', split_seed=0,
       preprocess="standardize('features') | cast('int32', key='cultivar', "
                  "out='label') | keep('features', 'label')",
       augment='')
+  # Unset: 0.2 of the file is held out (set eval_path to read another).
+  config.dataset.eval_fraction = ml_collections.config_dict.placeholder(float)
   config.dataset.eval_path = ml_collections.config_dict.placeholder(str)
   config.optimizer = _common.optimizer('adamw', 3e-3, weight_decay=1e-4)
   return config
