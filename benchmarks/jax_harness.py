@@ -38,8 +38,8 @@ def build(task, tx, batch: dict, *, train_step=None, mesh=None,
   init, abstract, shardings = state_lib.sharded_init(task, tx, batch, mesh)
   state = init(jax.random.PRNGKey(seed))
   if train_step is None:
-    train_step = (task.make_train_step(tx) if hasattr(task, 'make_train_step')
-                  else step_lib.make_train_step(task, tx))
+    train_step = (task.make_train_step(tx) or
+                  step_lib.make_train_step(task, tx))
   step = step_lib.jit_train_step(train_step, shardings, mesh)
   device_batch = jax.device_put(batch, mesh_lib.batch_sharding(mesh))
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(

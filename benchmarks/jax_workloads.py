@@ -11,7 +11,6 @@ import jax
 import ml_collections
 import numpy as np
 
-from bigml_jax.optim import make_optimizer
 from bigml_jax.tasks import build_task
 
 from benchmarks.jax_harness import MESH_1, Bench, build
@@ -87,10 +86,7 @@ def make_task(w: Workload):
 
 def make_task_and_optimizer(w: Workload):
   task = make_task(w)
-  if hasattr(task, 'make_optimizer'):  # GAN: one optimizer per network.
-    tx, _ = task.make_optimizer(experiment_config(w))
-  else:
-    tx, _ = make_optimizer(optimizer_config(w), total_steps=1)
+  tx, _ = task.make_optimizer(experiment_config(w))  # A GAN: one a network.
   return task, tx
 
 

@@ -3,7 +3,6 @@
   python -m benchmarks.run --suite cpu [--workloads mlp,cnn] [--json PATH]
   python -m benchmarks.run --suite overhead   # train_and_evaluate vs bare loop
   python -m benchmarks.run --suite pipeline   # input pipeline vs step
-  python -m benchmarks.run --suite probes     # CPU speed-ups tried (NOTES.md)
   python -m benchmarks.run --suite gpu [--smoke]
 
 cpu: training examples/s of the five workloads (benchmarks/workloads.py)
@@ -79,15 +78,8 @@ def measure_fed(name: str, *, windows: int = 5, window_s: float = 1.0) -> dict:
   return overhead.measure_fed(name, windows=windows, window_s=window_s)
 
 
-def measure_probe(spec: str, *, windows: int = 5,
-                  window_s: float = 1.0) -> dict:
-  from benchmarks import probes  # pylint: disable=g-import-not-at-top
-  return probes.measure_probe(spec, windows=windows, window_s=window_s)
-
-
 MEASURE = {'bigml_jax': measure_jax, 'torch': measure_torch,
-           'loop': measure_loop, 'fed': measure_fed,
-           'probe': measure_probe}
+           'loop': measure_loop, 'fed': measure_fed}
 
 
 def run_isolated(side: str, name: str, *, windows: int, window_s: float,
@@ -194,7 +186,7 @@ def cpu_suite(names: list[str], *, windows: int, window_s: float,
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--suite', default='cpu',
-                      choices=('cpu', 'overhead', 'pipeline', 'probes', 'gpu'))
+                      choices=('cpu', 'overhead', 'pipeline', 'gpu'))
   parser.add_argument('--workloads',
                       help='comma-separated, from: ' + ', '.join(WORKLOADS) +
                       ' (default: all)')
@@ -206,8 +198,6 @@ def main(argv=None) -> int:
                       help='cpu and overhead suites: measure each side this '
                       'many times, alternating, and keep the best round')
   parser.add_argument('--json', help='also write the results here')
-  parser.add_argument('--probes', help="probes suite: 'code', 'flags', "
-                      "'startup' or a part of probe names, e.g. ynn")
   parser.add_argument('--smoke', action='store_true',
                       help='gpu suite: tiny sizes, to check it runs on CPU')
   parser.add_argument('--child', choices=tuple(MEASURE),
@@ -243,11 +233,6 @@ def main(argv=None) -> int:
   elif args.suite == 'pipeline':
     from benchmarks import input_pipeline  # pylint: disable=g-import-not-at-top
     out = input_pipeline.run(windows=args.windows, window_s=args.window_s)
-  elif args.suite == 'probes':
-    from benchmarks import probes  # pylint: disable=g-import-not-at-top
-    out = probes.run(windows=args.windows, window_s=args.window_s,
-                     names=names if args.workloads else None,
-                     only=args.probes)
   else:
     from benchmarks import gpu  # pylint: disable=g-import-not-at-top
     out = gpu.run(smoke=args.smoke)

@@ -2,6 +2,9 @@
 
 The public surface, each piece usable alone:
   train_and_evaluate     one run from a config (bigml_jax.training.loop)
+  build_run, load_run, Run   a run assembled from its config, to train or
+                         to use once trained (bigml_jax.training.run)
+  Task                   the contract every task keeps (bigml_jax.tasks.base)
   build_model, MODELS    Flax Linen modules by name (bigml_jax.models)
   make_optimizer         optax transformation from config.optimizer
   TrainState             the explicit train-state pytree
@@ -25,8 +28,12 @@ _EXPORTS = {
     'ClassificationTask': 'bigml_jax.tasks',
     'ConfigError': 'bigml_jax.errors',
     'MODELS': 'bigml_jax.models',
-    'NonFiniteError': 'bigml_jax.training.loop',
-    'Preempted': 'bigml_jax.training.loop',
+    'NonFiniteError': 'bigml_jax.training.preemption',
+    'Preempted': 'bigml_jax.training.preemption',
+    'Run': 'bigml_jax.training.run',
+    'Task': 'bigml_jax.tasks.base',
+    'build_run': 'bigml_jax.training.run',
+    'load_run': 'bigml_jax.training.run',
     'TrainState': 'bigml_jax.training.state',
     'build_model': 'bigml_jax.models',
     'jit_train_step': 'bigml_jax.training.step',

@@ -10,7 +10,6 @@ each sample under a '--- i' line. A sample ends at the model's EOS or at
 end in one line on stderr ("error: ...") and exit code 1.
 """
 
-import os
 import sys
 
 from absl import app
@@ -19,13 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bigml_jax import checkpoint as ckpt
-from bigml_jax.config import load_saved_config
-from bigml_jax.data import pipeline
+from bigml_jax import load_run
 from bigml_jax.data import text as text_lib
 from bigml_jax.errors import ConfigError
 from bigml_jax.models import sampling
-from bigml_jax.tasks import LMTask, build_task
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a language-model '
                                'run (python -m experiments.run ...).')
@@ -54,29 +50,11 @@ def sample_texts(workdir: str, prompt: str = '', *, num_samples: int = 4,
     raise ConfigError(f'--num_samples must be >= 1, --temperature and '
                       f'--top_k >= 0 and --top_p in (0, 1] (got {num_samples}, '
                       f'{temperature}, {top_k}, {top_p})')
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  if not os.path.isfile(os.path.join(workdir, 'config.json')):
-    raise ConfigError(f'{workdir} holds no config.json; pass the --workdir '
-                      'of a language-model run')
-  config = load_saved_config(workdir)
-  if config.get('task') != 'lm':
-    raise ConfigError(f"{workdir} is a {config.get('task', 'classification')} "
-                      "run; sampling needs a language model's (task='lm')")
-  source = os.path.join(workdir, 'checkpoints')
-  what = '--workdir'
-  ckpt.run_checkpoints(source, what)  # One clear line if there is none.
-  if step is not None:
-    source, what = os.path.join(source, str(step)), '--step'
-    ckpt.run_checkpoints(source, what)  # Lists the steps there are.
-  tokenizer_path = os.path.join(workdir, pipeline.TOKENIZER_FILE)
-  if not os.path.isfile(tokenizer_path):
-    raise ConfigError(f'{workdir} holds no {pipeline.TOKENIZER_FILE}; pass '
-                      'the workdir of a run on a text dataset')
-  tokenizer = text_lib.load_tokenizer(tokenizer_path)
-  if (config.model.get('attention_impl') == 'cudnn' and
-      jax.default_backend() != 'gpu'):
-    config.model.attention_impl = 'xla'  # The same function, off NVIDIA.
-  task: LMTask = build_task(config, vocab_size=tokenizer.vocab_size)
+  run = load_run(workdir, step)
+  if run.config.task != 'lm':
+    raise ConfigError(f'{run.workdir} is a {run.config.task} run; sampling '
+                      "needs a language model's (task='lm')")
+  task, tokenizer = run.task, run.tokenizer
   max_len = task.model.max_len
   ids = np.concatenate([[text_lib.EOS_ID], tokenizer.encode(prompt)])
   if tokenizer.decode(ids) != prompt:
@@ -90,11 +68,8 @@ def sample_texts(workdir: str, prompt: str = '', *, num_samples: int = 4,
         f"{max(room, 0)}: the model's max_len is {max_len}, EOS first")
   if num_tokens is None:
     num_tokens = max(min((task.sample_length or max_len) - len(ids), room), 1)
-  example = {'tokens': jnp.zeros((1, max_len + 1), jnp.int32)}
-  params, _ = ckpt.load_params(source, task.init(jax.random.key(0), example),
-                               what=what)
   tokens = sampling.generate(
-      task.model, params, jnp.asarray(np.tile(ids, (num_samples, 1))),
+      task.model, run.params, jnp.asarray(np.tile(ids, (num_samples, 1))),
       jax.random.key(seed), num_tokens=num_tokens, temperature=temperature,
       top_k=top_k, top_p=top_p, stop_id=text_lib.EOS_ID,
       pad_id=text_lib.PAD_ID)

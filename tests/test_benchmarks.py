@@ -2,10 +2,9 @@
 
 import math
 
-import numpy as np
 import pytest
 
-from benchmarks import cpu_layers, gpu, jax_harness, jax_workloads
+from benchmarks import gpu, jax_harness, jax_workloads
 from benchmarks import run as run_lib
 from benchmarks.workloads import WORKLOADS
 
@@ -61,22 +60,6 @@ def test_child_process_protocol():
   assert result['workload'] == 'mlp'
   assert result['num_params'] == EXPECTED_PARAMS['mlp']
   assert 0 < result['examples_per_sec'] < math.inf
-
-
-def test_cpu_layer_candidates_compute_the_same_function():
-  for name, diff in cpu_layers.max_abs_differences().items():
-    assert diff < 1e-4, name
-
-
-def test_cnn_probe_keeps_the_framework_params():
-  w = WORKLOADS['cnn']
-  model = cpu_layers.CNN((32, 64), (128,), 10, conv='im2col')
-  import jax  # pylint: disable=g-import-not-at-top
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  params = nn.unbox(jax.eval_shape(model.init, jax.random.key(0),
-                                   w.batch()['image'][:1]))
-  count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-  assert count == EXPECTED_PARAMS['cnn']
 
 
 def test_gpu_suite_imports_need_no_data_or_config_packages():

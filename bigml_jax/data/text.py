@@ -29,9 +29,8 @@ import numpy as np
 import tokenizers
 
 from bigml_jax.errors import ConfigError
+from bigml_jax.vocab import EOS_ID, PAD_ID  # pylint: disable=unused-import
 
-PAD_ID = 0
-EOS_ID = 1
 _CHAR_UNK_ID = 2
 _CHAR_SPECIALS = 3  # pad, eos, unk
 SPECIAL_ROLES = ('pad', 'eos', 'bos', 'cls', 'sep', 'mask', 'unk')

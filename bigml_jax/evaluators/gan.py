@@ -68,6 +68,10 @@ class RingCoverage:
 
   def sums(self, params: Any, batch: dict, rng: jax.Array) -> Metrics:
     _, fake, mask = self.task.eval_samples(params, batch, rng)
+    return self.counts(fake, mask)
+
+  def counts(self, fake: jax.Array, mask: jax.Array) -> Metrics:
+    """Sums over samples [B, 2] with mask [B]: high-quality ones, per mode."""
     centers = self.task.ring_centers()
     dist = jnp.linalg.norm(fake[:, None, :] - centers[None], axis=-1)
     good = (dist.min(axis=1) <= 3 * self.sigma) * mask

@@ -13,6 +13,7 @@ import flax.linen as nn
 from bigml_jax.errors import ConfigError
 from bigml_jax.models.cnn import CNN
 from bigml_jax.models.conv_attention import ConvAttentionCNN
+from bigml_jax.models.embeddings import BagOfEmbeddingsClassifier
 from bigml_jax.models.gan import (DCGANDiscriminator, DCGANGenerator,
                                   MLPDiscriminator, MLPGenerator)
 from bigml_jax.models.mlp import MLP
@@ -28,6 +29,7 @@ MODELS: dict[str, type[nn.Module]] = {
     'cnn': CNN,
     'rnn_classifier': RNNClassifier,
     'rnn_sequence': SequenceClassifier,
+    'bag_of_embeddings': BagOfEmbeddingsClassifier,
     'bert': BertClassifier,
     'bert_mlm': BertMLM,
     'gpt': GPTLM,

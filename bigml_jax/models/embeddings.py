@@ -4,6 +4,7 @@ Tables carry logical names ('vocab', 'embed'; position tables 'length',
 which no rule shards) so the mesh rules shard them like every other weight.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -12,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigml_jax.errors import ConfigError
+from bigml_jax.models import layers
+from bigml_jax.vocab import PAD_ID
 
 # Rows of a [vocab, embed] table have unit expected squared norm, whether the
 # table embeds tokens or, tied, scores them against the final hidden state.
@@ -65,7 +68,7 @@ class ComposedEmbed(nn.Module):
   """Embeds a word as the normalised weighted sum of its sub-token vectors.
 
   For a word (or sentence) w made of sub-tokens w_1..w_N (characters,
-  subword pieces or words; id 0 is padding):
+  subword pieces or words; PAD_ID is padding):
 
       e(w) = (1 / ||v_w||) * v_w,   v_w = sum_n a_n v_{w_n}
 
@@ -94,7 +97,7 @@ class ComposedEmbed(nn.Module):
       raise ConfigError(f'weighting {self.weighting!r} is unknown; use '
                         "'uniform' or 'learned'")
     v_BxNxD = Embed(self.vocab_size, self.features, name='embed')(tokens_BxN)
-    a_BxN = (tokens_BxN != 0).astype(jnp.float32)
+    a_BxN = (tokens_BxN != PAD_ID).astype(jnp.float32)
     if self.weighting == 'learned':
       s_V = self.param(
           'token_weight',
@@ -103,6 +106,30 @@ class ComposedEmbed(nn.Module):
           (self.vocab_size,), jnp.float32)
       a_BxN = a_BxN * nn.softplus(jnp.take(s_V, tokens_BxN, axis=0))
     return normalized_weighted_sum(v_BxNxD, a_BxN)
+
+
+class BagOfEmbeddingsClassifier(nn.Module):
+  """A text classifier on the sentence vector of `ComposedEmbed`: the
+  normalised weighted sum of its token vectors (the product's seed formula),
+  then `hidden` ReLU layers (none: a linear read-out) and the class logits.
+
+  Input: token ids [B, N] (PAD_ID is padding); output: logits
+  [B, num_classes].
+  """
+  vocab_size: int
+  num_classes: int
+  features: int = 128
+  weighting: str = 'learned'
+  hidden: Sequence[int] = ()
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, tokens_BxN: jnp.ndarray, train: bool = False
+               ) -> jnp.ndarray:
+    e_BxD = ComposedEmbed(self.vocab_size, self.features, self.weighting,
+                          name='bag')(tokens_BxN)
+    return layers.dense_head(e_BxD, tuple(self.hidden), self.num_classes,
+                             self.dropout_rate, train)
 
 
 def sinusoidal_positions(length: int, features: int) -> np.ndarray:

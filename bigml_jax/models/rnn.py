@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bigml_jax.data.text import PAD_ID
+from bigml_jax.vocab import PAD_ID
 from bigml_jax.errors import ConfigError
 from bigml_jax.models import layers
 from bigml_jax.models.embeddings import Embed

@@ -16,12 +16,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bigml_jax.data.text import PAD_ID
 from bigml_jax.errors import ConfigError
 from bigml_jax.models import layers
 from bigml_jax.models.attention import MultiHeadAttention, padding_mask
 from bigml_jax.models.embeddings import (Embed, PositionEmbed,
                                          normalized_weighted_sum)
+from bigml_jax.vocab import EOS_ID, PAD_ID
 
 POOLINGS = ('cls', 'mean', 'normalized_sum')
 NORMS = ('pre', 'post')
@@ -303,7 +303,7 @@ class BertClassifier(nn.Module):
   embed_norm: bool = False
   gelu: str = 'tanh'
   layer_norm_epsilon: float = 1e-6
-  pad_id: int = 0
+  pad_id: int = PAD_ID
 
   def __post_init__(self):
     check_options(self)  # A config mistake fails at construction.
@@ -366,7 +366,7 @@ class BertMLM(nn.Module):
   embed_norm: bool = False
   gelu: str = 'tanh'
   layer_norm_epsilon: float = 1e-6
-  pad_id: int = 0
+  pad_id: int = PAD_ID
   mask_id: int | None = None
 
   def __post_init__(self):
@@ -450,8 +450,8 @@ class GPTLM(nn.Module):
   dtype: str = 'float32'
   gelu: str = 'tanh'
   layer_norm_epsilon: float = 1e-6
-  pad_id: int | None = 0
-  eos_id: int = 1
+  pad_id: int | None = PAD_ID
+  eos_id: int = EOS_ID
 
   def __post_init__(self):
     check_options(self)  # A config mistake fails at construction.

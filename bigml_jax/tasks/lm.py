@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bigml_jax.data.text import EOS_ID, PAD_ID
+from bigml_jax.vocab import EOS_ID, PAD_ID
 from bigml_jax.errors import ConfigError
 from bigml_jax.models import build_model, sampling
 from bigml_jax.tasks.base import Task

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from bigml_jax.evaluators.metrics import TaskMetrics
 from bigml_jax.parallel import mesh as mesh_lib
 from bigml_jax.tasks.base import Task, cast_floats, guarded_update
 from bigml_jax.training.state import TrainState
@@ -111,18 +112,11 @@ def make_train_step(task: Any, tx: optax.GradientTransformation, *,
 
 
 def make_eval_step(task: Any, *, compute_dtype=None):
-  """Returns eval_step(params, batch) -> metric sums, not yet compiled."""
+  """Returns eval_step(params, batch) -> metric sums, not yet compiled: the
+  task's metrics in eval mode (`evaluators.TaskMetrics`)."""
   _check_task(task)
-
-  def eval_step(params, batch) -> Metrics:
-    if compute_dtype is not None:
-      params = cast_floats(params, compute_dtype)
-      batch = cast_floats(batch, compute_dtype)
-    _, metrics = task.loss_and_metrics(params, batch, jax.random.key(0),
-                                       train=False)
-    return metrics
-
-  return eval_step
+  metrics = TaskMetrics(task, compute_dtype=compute_dtype)
+  return lambda params, batch: metrics.sums(params, batch, jax.random.key(0))
 
 
 def jit_train_step(train_step, state_shardings, mesh: Mesh):
@@ -147,13 +141,6 @@ def jit_summing_step(train_step, state_shardings, mesh: Mesh,
   return jax.jit(
       step, in_shardings=(state_shardings, replicated, batch),
       out_shardings=(state_shardings, replicated), donate_argnums=(0, 1))
-
-
-def jit_eval_step(eval_step, param_shardings, mesh: Mesh):
-  return jax.jit(
-      eval_step,
-      in_shardings=(param_shardings, mesh_lib.batch_sharding(mesh)),
-      out_shardings=mesh_lib.replicated(mesh))
 
 
 PMAP_AXIS = 'batch'

@@ -120,3 +120,42 @@ def test_batches_for_cpu_steps_are_aligned_and_unchanged():
   for k, v in want.items():
     assert arrays[k].sharding == sharding
     np.testing.assert_array_equal(arrays[k], v)
+
+
+def _one_process(workdir, data_dir, *extra):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.run', *ARGS, *extra,
+       f'--config.dataset.data_dir={data_dir}', f'--workdir={workdir}'],
+      cwd=ROOT, env=_env(8), capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return _rows(workdir)
+
+
+def _close(rows, reference):
+  """Same steps, losses within float tolerance: pmap and jit sum the same
+  numbers in another order."""
+  rows, reference = ([r for r in x if r['split'] == 'train']
+                     for x in (rows, reference))
+  assert [r['step'] for r in rows] == [r['step'] for r in reference]
+  np.testing.assert_allclose([r['loss'] for r in rows],
+                             [r['loss'] for r in reference], rtol=1e-4)
+
+
+def test_pmap_across_two_processes_matches_jit(tmp_path, data_dir,
+                                               single_rows):
+  # Each process pmaps over its 4 devices; gradients average over all 8.
+  rows = _two_processes(tmp_path, data_dir, '--config.parallelism=pmap')
+  _close(rows, single_rows)
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['3', '6']
+
+
+def test_pmap_two_process_checkpoint_resumes_under_jit_and_back(
+    tmp_path, data_dir, single_rows):
+  # pmap on two processes to step 3, then jit on one process to step 6.
+  _two_processes(tmp_path / 'a', data_dir, '--config.parallelism=pmap',
+                 '--config.total_steps=3')
+  _close(_one_process(tmp_path / 'a', data_dir), single_rows)
+  # And jit on one process to step 3, then pmap on two to step 6.
+  _one_process(tmp_path / 'b', data_dir, '--config.total_steps=3')
+  _close(_two_processes(tmp_path / 'b', data_dir,
+                        '--config.parallelism=pmap'), single_rows)

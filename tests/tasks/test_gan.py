@@ -17,7 +17,8 @@ import scipy.linalg
 
 from bigml_jax import ConfigError, train_and_evaluate
 from bigml_jax.tasks import build_task
-from bigml_jax.tasks.gan import frechet_distance
+from bigml_jax.evaluators import build_evaluators
+from bigml_jax.evaluators.gan import RingCoverage, frechet_distance
 from bigml_jax.training.state import TrainState
 from experiments.configs import default, gan_digits, gan_ring
 
@@ -146,10 +147,9 @@ def test_ring_metrics_count_modes_and_quality(data_dir):
   # 40 samples: 10 on each of 3 modes within 3 sigma, 10 far from every mode.
   fake = np.concatenate([np.repeat(centers[:3], 10, 0) + 0.05 / np.sqrt(2),
                          np.zeros((10, 2))]).astype(np.float32)
-  sums = task.ring_sums(jnp.asarray(fake), jnp.ones(40))
-  summary = task.summarize(dict(sums, d_loss_sum=0.0, g_loss_sum=0.0,
-                                real_correct=0.0, fake_correct=0.0,
-                                count=40.0))
+  coverage = RingCoverage(task, sigma=task.ring_sigma)
+  summary = coverage.summarize(jax.device_get(
+      coverage.counts(jnp.asarray(fake), jnp.ones(40))))
   assert summary['modes_covered'] == 3
   assert summary['high_quality_share'] == 0.75
 
@@ -223,7 +223,8 @@ def test_config_errors_name_the_fix(data_dir, tmp_path):
   _override(config, **{'dataset.data_dir': data_dir,
                        'gan.classifier_workdir': str(tmp_path / 'none')})
   with pytest.raises(ConfigError, match='experiments/configs/default.py'):
-    build_task(config, num_classes=10)
+    build_evaluators(config, build_task(config, num_classes=10),
+                     num_classes=10)
   with pytest.raises(ConfigError, match="gan.loss 'wgan' is unknown"):
     build_task(ring_config(data_dir, **{'gan.loss': 'wgan'}), num_classes=8)
   bad = ring_config(data_dir)
@@ -231,7 +232,8 @@ def test_config_errors_name_the_fix(data_dir, tmp_path):
   with pytest.raises(ConfigError, match='optimizer.generator cannot set lr'):
     build_task(bad, num_classes=8).make_optimizer(bad)
   with pytest.raises(ConfigError, match='does not implement microbatches'):
-    build_task(ring_config(data_dir, microbatches=2), num_classes=8)
+    train_and_evaluate(ring_config(data_dir, microbatches=2),
+                       tmp_path / 'micro')
   with pytest.raises(ConfigError, match='"ring" scores 2-D points'):
     build_task(ring_config(data_dir, **{
         'model.generator.output_shape': (3,)}), num_classes=8)

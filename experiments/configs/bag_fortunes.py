@@ -1,0 +1,28 @@
+"""Bag-of-embeddings classifier on `fortunes`: the product's seed formula.
+
+A fortune's vector is the normalised weighted sum of its subword vectors
+(BPE 2k trained on the train split), each weighted by a learned positive
+scalar per vocabulary entry (`models.embeddings.ComposedEmbed`); a linear
+read-out gives the class:
+
+  python -m experiments.run --config=experiments/configs/bag_fortunes.py \\
+      --workdir=/tmp/bigml/bag_fortunes
+
+Result: RESULT_PENDING
+"""
+
+import ml_collections
+
+from experiments.configs import _common
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = _common.base(batch_size=32, total_steps=1500, log_every=100)
+  config.model = ml_collections.ConfigDict({
+      'name': 'bag_of_embeddings', 'features': 128, 'weighting': 'learned',
+      'hidden': (), 'dropout_rate': 0.1})
+  config.dataset = _common.dataset('fortunes', tokenizer='subword',
+                                   vocab_size=2048, max_length=128)
+  config.optimizer = _common.optimizer('adam', 5e-3, warmup_steps=100,
+                                       grad_clip_norm=1.0)
+  return config
