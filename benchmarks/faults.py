@@ -38,9 +38,11 @@ CLI_RUN = ('--config=experiments/configs/default.py',
 
 
 def tiny_config(data_dir: str, **overrides):
-  """A small MLP on digits that trains in a few seconds in-process."""
+  """A small MLP on digits that trains in a few seconds in-process (also the
+  tests' `tiny_config`)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
-  c = ml_collections.ConfigDict()
+  from bigml_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  c = config_lib.defaults()
   c.seed = 0
   c.model = ml_collections.ConfigDict(
       {'name': 'mlp', 'features': (32,), 'dropout_rate': 0.1})

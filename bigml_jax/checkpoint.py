@@ -162,10 +162,22 @@ def find_damage(step_dir: str) -> str | None:
   return None
 
 
-def make_manager(directory: str, max_to_keep: int) -> ocp.CheckpointManager:
+def _best_options(keep_best: dict | None) -> dict[str, Any]:
+  """CheckpointManagerOptions that track `keep_best` = {metric, mode}: the
+  metrics saved with a step (`save(..., metrics=)`) rank it."""
+  if not keep_best or not keep_best.get('metric'):
+    return {}
+  metric = keep_best['metric']
+  return {'best_fn': lambda metrics: metrics[metric],
+          'best_mode': keep_best.get('mode', 'max')}
+
+
+def make_manager(directory: str, max_to_keep: int,
+                 keep_best: dict | None = None) -> ocp.CheckpointManager:
   """A CheckpointManager in `directory` (created), async, keeping the last
-  `max_to_keep` steps; each save records its checksums before it is
-  committed (see `write_checksums`)."""
+  `max_to_keep` steps and, with `keep_best` = {metric, mode}, also the
+  best-scoring of the steps saved with metrics; each save records its
+  checksums before it is committed (see `write_checksums`)."""
   directory = os.path.abspath(directory)
   fuse = _on_fuse(os.path.dirname(directory) or directory)
 
@@ -177,9 +189,19 @@ def make_manager(directory: str, max_to_keep: int) -> ocp.CheckpointManager:
                    if _uncommitted_step(directory, d, fuse)]
     write_checksums(step_dir, int(os.path.basename(step_dir).split('.')[0]))
 
+  best = _best_options(keep_best)
+  if best:
+    keep = {'preservation_policy': ocp.checkpoint_managers.AnyPreservationPolicy(
+        [ocp.checkpoint_managers.LatestN(n=max_to_keep),
+         ocp.checkpoint_managers.BestN(
+             get_metric_fn=best['best_fn'],
+             reverse=best['best_mode'] == 'min', n=1,
+             keep_checkpoints_without_metrics=False)]), **best}
+  else:
+    keep = {'max_to_keep': max_to_keep}
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, enable_async_checkpointing=True, create=True,
-      cleanup_tmp_directories=True,
+      enable_async_checkpointing=True, create=True,
+      cleanup_tmp_directories=True, **keep,
       async_options=ocp.options.AsyncOptions(
           post_finalization_callback=record_checksums),
       temporary_path_class=(ocp.path.atomicity.CommitFileTemporaryPath
@@ -194,11 +216,13 @@ def make_manager(directory: str, max_to_keep: int) -> ocp.CheckpointManager:
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any,
          data_state: dict[str, Any] | None = None,
-         metadata: dict[str, Any] | None = None) -> bool:
+         metadata: dict[str, Any] | None = None,
+         metrics: dict[str, float] | None = None) -> bool:
   """Starts an async save of step `step`; returns whether one was started.
 
   `data_state` (the input iterator's position) and `metadata` are JSON
-  dicts restored alongside the state; both default to {}.
+  dicts restored alongside the state; both default to {}. `metrics` (eval
+  metrics) rank the step for a manager made with keep_best.
 
   Every process must call this (saving is collective); the arrays are copied
   off device before it returns, so the caller may donate `state` right after.
@@ -208,7 +232,8 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any,
     return manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=ocp.args.JsonSave(data_state or {}),
-        metadata=ocp.args.JsonSave(metadata or {})), force=True)
+        metadata=ocp.args.JsonSave(metadata or {})), force=True,
+        metrics=metrics)
   except Exception as e:  # pylint: disable=broad-except
     raise SaveError(_save_failed(manager, e)) from e
 
@@ -394,14 +419,17 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any
 def run_checkpoints(source: str, what: str = 'init_from'
                     ) -> tuple[str, str, int]:
   """(workdir, checkpoint directory, step) of `source`: a run's workdir or
-  its checkpoints/ directory (the newest step), or one numbered step
-  directory in it. Raises ConfigError, naming `source` as `what`, if it
-  holds no checkpoint."""
+  its checkpoints/ directory (the newest step), one numbered step directory
+  in it, or checkpoints/best (the best step of a run with keep_best).
+  Raises ConfigError, naming `source` as `what`, if it holds no
+  checkpoint."""
   if '://' in str(source):
     raise ConfigError(f'{what} {source}: URLs are not supported yet; pass '
                       'a directory, e.g. the bucket mounted with gcsfuse')
   source = os.path.abspath(os.path.expanduser(str(source)))
   parent, name = os.path.split(source)
+  if name == 'best' and not os.path.isdir(source):
+    return _best(parent, what)
   if name.isdigit() and (os.path.isdir(os.path.join(source, 'state')) or
                          os.path.basename(parent) == 'checkpoints'):
     if not os.path.isdir(os.path.join(source, 'state')):
@@ -424,6 +452,36 @@ def run_checkpoints(source: str, what: str = 'init_from'
   workdir = (os.path.dirname(directory)
              if os.path.basename(directory) == 'checkpoints' else directory)
   return workdir, directory, step
+
+
+def _best(directory: str, what: str) -> tuple[str, str, int]:
+  workdir = os.path.dirname(directory)
+  try:
+    with open(os.path.join(workdir, 'config.json')) as f:
+      keep_best = json.load(f).get('keep_best')
+  except (OSError, ValueError):
+    keep_best = None
+  if not (keep_best or {}).get('metric'):
+    raise ConfigError(f'{what}: {workdir} kept no best checkpoint (its '
+                      'config has no keep_best); pass a step, or train with '
+                      "--config.keep_best.metric=accuracy")
+  step = best_step(directory, keep_best)
+  if step is None:
+    raise ConfigError(f'{what}: {directory} holds no checkpoint with eval '
+                      'metrics yet; pass a step')
+  return workdir, directory, step
+
+
+def best_step(directory: str, keep_best: dict) -> int | None:
+  """The best-scoring step in `directory` by `keep_best` = {metric, mode}
+  (the metrics saved with each step), or None if no step has them."""
+  if not os.path.isdir(directory):
+    return None
+  with ocp.CheckpointManager(os.path.abspath(directory),
+                             options=ocp.CheckpointManagerOptions(
+                                 read_only=True, **_best_options(keep_best))
+                             ) as manager:
+    return manager.best_step()
 
 
 def latest_step(directory: str) -> int | None:

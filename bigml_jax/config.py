@@ -64,6 +64,14 @@ FIELDS = {
     'sampling': ({}, "a language model's samples at each eval: "
                  'num_samples, temperature, top_k, top_p (tasks.lm)'),
     'gan': ({}, "a GAN's loss, n_critic, ema_decay, quality... (tasks.gan)"),
+    'early_stopping': ({'metric': None, 'mode': 'max', 'patience': 5,
+                        'min_delta': 0.0},
+                       'end the run at the eval where `metric` (an eval '
+                       'metric; None: off) has not improved by more than '
+                       'min_delta for `patience` evals'),
+    'keep_best': ({'metric': None, 'mode': 'max'},
+                  'keep the checkpoint of the best eval `metric` (None: '
+                  'off) beside the newest; --step=best loads it'),
 }
 # The types of fields whose default is None, so that `--config.KEY=VALUE`
 # can set them (ml_collections overrides only fields a config has).
@@ -172,6 +180,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f'{field} {config[field]} is not a multiple of steps_per_dispatch '
             f'{k}: logs, evals and checkpoints fall between dispatches; use '
             f'a multiple of {k}')
+  for section in ('early_stopping', 'keep_best'):
+    _check_watch(section, config[section])
   if not 0 <= opt.warmup_steps <= config.total_steps:
     raise ConfigError(f'optimizer.warmup_steps {opt.warmup_steps} must be in '
                       f'[0, total_steps={config.total_steps}]')
@@ -179,6 +189,27 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   # it are per-network overrides, which their task checks (the GAN's).
   optimizer_fields({k: v for k, v in opt.items()
                     if not isinstance(v, ml_collections.ConfigDict)})
+
+
+def _check_watch(section: str, options) -> None:
+  """early_stopping / keep_best: fields, mode and ranges."""
+  fields = dict(FIELDS[section][0])
+  unknown = sorted(set(options) - set(fields))
+  if unknown:
+    raise ConfigError(f'{section} has no field(s) {", ".join(unknown)}; its '
+                      f'fields are {", ".join(fields)}')
+  options = {**fields, **dict(options)}
+  if options['metric'] is None:
+    return
+  if options['mode'] not in ('min', 'max'):
+    raise ConfigError(f"{section}.mode {options['mode']!r} is unknown; use "
+                      "'min' (a loss) or 'max' (an accuracy)")
+  if section == 'early_stopping' and (
+      not isinstance(options['patience'], int) or options['patience'] < 1 or
+      options['min_delta'] < 0):
+    raise ConfigError(f'early_stopping.patience must be a positive integer '
+                      f'and min_delta >= 0, got {options["patience"]!r} and '
+                      f'{options["min_delta"]!r}')
 
 
 # Fields a resumed run may change: when and how often things happen, where

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigml_jax import load_run
-from bigml_jax.data import text as text_lib
 from bigml_jax.errors import ConfigError
 from bigml_jax.models import sampling
 
@@ -56,7 +55,8 @@ def sample_texts(workdir: str, prompt: str = '', *, num_samples: int = 4,
                       "needs a language model's (task='lm')")
   task, tokenizer = run.task, run.tokenizer
   max_len = task.model.max_len
-  ids = np.concatenate([[text_lib.EOS_ID], tokenizer.encode(prompt)])
+  eos_id, fill_id = task.eos_and_fill_ids()
+  ids = np.concatenate([[eos_id], tokenizer.encode(prompt)])
   if tokenizer.decode(ids) != prompt:
     unseen = sorted(set(prompt) - set(tokenizer.decode(ids)))
     raise ConfigError(f'the prompt has characters the model never saw in '
@@ -71,8 +71,7 @@ def sample_texts(workdir: str, prompt: str = '', *, num_samples: int = 4,
   tokens = sampling.generate(
       task.model, run.params, jnp.asarray(np.tile(ids, (num_samples, 1))),
       jax.random.key(seed), num_tokens=num_tokens, temperature=temperature,
-      top_k=top_k, top_p=top_p, stop_id=text_lib.EOS_ID,
-      pad_id=text_lib.PAD_ID)
+      top_k=top_k, top_p=top_p, stop_id=eos_id, pad_id=fill_id)
   return [tokenizer.decode(np.asarray(row)) for row in tokens]
 
 

@@ -128,11 +128,17 @@ class LMTask(Task):
     document's closing EOS and all after it are PAD (EOS for a tokenizer
     without PAD), so `tokenizer.decode` reads just that document."""
     length = min(self.sample_length or self.model.max_len, self.model.max_len)
-    eos_id = special_id(self.model, 'eos_id', EOS_ID)
-    pad_id = special_id(self.model, 'pad_id', PAD_ID)
+    eos_id, fill_id = self.eos_and_fill_ids()
     prompt = jnp.full((self.num_samples, 1), eos_id, jnp.int32)
     return sampling.generate(self.model, params, prompt, rng,
                              num_tokens=length - 1,
                              temperature=self.temperature, top_k=self.top_k,
                              top_p=self.top_p, stop_id=eos_id,
-                             pad_id=eos_id if pad_id is None else pad_id)
+                             pad_id=fill_id)
+
+  def eos_and_fill_ids(self) -> tuple[int, int]:
+    """(EOS, what fills a sample after it): the model's ids (its
+    tokenizer's), PAD, or EOS again for a tokenizer without PAD."""
+    eos_id = special_id(self.model, 'eos_id', EOS_ID)
+    pad_id = special_id(self.model, 'pad_id', PAD_ID)
+    return eos_id, eos_id if pad_id is None else pad_id

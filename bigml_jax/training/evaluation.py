@@ -4,6 +4,7 @@ into one function per batch; sums on device, summaries on the host."""
 from collections.abc import Callable
 
 import jax
+import numpy as np
 
 from bigml_jax.data import pipeline
 from bigml_jax.parallel import mesh as mesh_lib
@@ -36,14 +37,28 @@ class Evaluation:
     self._drain_every = (8 if jax.default_backend() == 'cpu' and
                          len(run.mesh.local_devices) > 1 else 0)
 
+  def _batches(self):
+    run = self._run
+    return pipeline.eval_batches(
+        run.sources.eval, run.preprocess,
+        global_batch_size=run.config.eval_batch_size or run.config.batch_size,
+        process_index=jax.process_index(), process_count=jax.process_count())
+
+  def metric_names(self) -> set[str]:
+    """The names `__call__` returns, from shapes alone (nothing is run)."""
+    batch = multihost.jit_batch(next(iter(self._batches())),
+                                self._batch_sharding)
+    shapes = jax.eval_shape(self._sums, self._run.params, batch)
+    names = set()
+    for name, ev in self._run.evaluators.items():
+      names |= set(ev.summarize(jax.tree.map(
+          lambda s: np.zeros(s.shape, s.dtype), shapes[name])))
+    return names
+
   def __call__(self, params) -> dict[str, float] | None:
     run = self._run
     total = None
-    for i, local_batch in enumerate(pipeline.eval_batches(
-        run.sources.eval, run.preprocess,
-        global_batch_size=run.config.eval_batch_size or run.config.batch_size,
-        process_index=jax.process_index(),
-        process_count=jax.process_count())):
+    for i, local_batch in enumerate(self._batches()):
       if self._interrupted():
         return None
       sums = self._sums(params, multihost.jit_batch(local_batch,

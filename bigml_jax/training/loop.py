@@ -23,60 +23,12 @@ from bigml_jax.data import pipeline
 from bigml_jax.metrics import MetricWriter
 from bigml_jax.parallel import mesh as mesh_lib
 from bigml_jax.parallel import multihost
-from bigml_jax.training import perf
+from bigml_jax.training.early_stopping import EarlyStopping
 from bigml_jax.training.evaluation import Evaluation
-from bigml_jax.training.preemption import NonFiniteError, Preempted, StopSignal
+from bigml_jax.training.log_window import LogWindow
+from bigml_jax.training.preemption import Preempted, StopSignal
 from bigml_jax.training.run import build_run
 from bigml_jax.training.trainer import make_trainer
-
-
-class _LogWindow:
-  """Turns a log window's metric sums into a train row: means, rates, MFU,
-  the learning rate; stops a run with a non-finite update (nan_policy)."""
-
-  def __init__(self, run, flops, start_time: float):
-    self.run, self.flops = run, flops
-    self.peak = perf.peak_flops_per_device(run.mesh.devices.flat[0])
-    self.start_time = start_time
-    self.last = (run.step, time.time())
-    self.rates: list[float] = []
-    self.result = {'step': run.step}
-
-  def first_step_done(self, step: int) -> None:
-    """A resumed run's clock starts once its first step has run."""
-    self.result['time_to_first_step_s'] = time.time() - self.start_time
-    self.last = (step, time.time())
-
-  def row(self, step: int, sums) -> dict[str, float]:
-    run, config = self.run, self.run.config
-    values = jax.device_get(sums)
-    if values.get('nonfinite', 0) > 0:
-      bad = int(values['min_nonfinite_step'])
-      if config.nan_policy == 'stop':
-        raise NonFiniteError(
-            f'non-finite loss or gradient at step {bad}; the update was not '
-            'applied and no non-finite state was saved. Lower the learning '
-            'rate, clip gradients, or set nan_policy=skip')
-      logging.warning('skipped %d non-finite update(s), first at step %d',
-                      int(values['nonfinite']), bad)
-    now = time.time()
-    seconds = max(now - self.last[1], 1e-9)
-    rate = (step - self.last[0]) / seconds
-    if self.last[0] == run.step:
-      self.result['time_to_first_step_s'] = now - self.start_time
-    else:
-      self.rates.append(rate * config.batch_size)
-    self.last = (step, now)
-    train = run.task.summarize(values)
-    train['grad_norm'] = values['grad_norm_sum'] / max(values['steps'], 1.0)
-    self.result['train_loss'] = float(train['loss'])
-    devices = run.mesh.devices.size
-    train.update(perf.throughput(rate, config.batch_size, devices,
-                                 self.flops, self.peak))
-    if run.task.counts == 'tokens':
-      train['tokens_per_sec'] = values['count'] / seconds
-      train['tokens_per_sec_per_device'] = train['tokens_per_sec'] / devices
-    return dict(train, learning_rate=float(run.schedule(step - 1)))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -145,22 +97,34 @@ def _train(run, stop: StopSignal, start_time: float) -> dict[str, float]:
     raise
 
 
+def _check_watched_metrics(config, names: set[str]) -> None:
+  for section in ('early_stopping', 'keep_best'):
+    metric = config[section].metric
+    if metric is not None and metric not in names:
+      raise ConfigError(f'{section}.metric {metric!r} is not an eval metric '
+                        f'of this run; it logs {", ".join(sorted(names))}')
+
+
 class _Loop:
   """The train loop of one run: set up, steps, the end."""
 
   def __init__(self, run, stop: StopSignal, start_time: float):
     self.run, self.stop, self.writer = run, stop, None
     config = run.config
+    self.evaluate = Evaluation(run, stop.interrupts_now)
+    _check_watched_metrics(config, self.evaluate.metric_names())
     if multihost.is_primary():  # Past the config's checks: the run starts.
       save_config(config, run.workdir, run.step)
       pipeline.save_tokenizer(run.sources, run.workdir)
     self.train_iter = run.train_iterator()
     self.trainer = make_trainer(run, self.read())
-    self.evaluate = Evaluation(run, stop.interrupts_now)
+    self.early = (EarlyStopping(config.early_stopping,
+                                run.metadata.get('early_stopping'))
+                  if config.early_stopping.metric else None)
     self.sample = (jax.jit(run.task.samples,
                            out_shardings=mesh_lib.replicated(run.mesh))
                    if run.task.num_samples > 0 else None)
-    self.window = _LogWindow(run, self.trainer.flops, start_time)
+    self.window = LogWindow(run, self.trainer.flops, start_time)
     self.writer = MetricWriter(run.workdir, enabled=multihost.is_primary(),
                                total_steps=config.total_steps,
                                initial_step=run.step)
@@ -170,10 +134,14 @@ class _Loop:
     return (next(self.train_iter) if k == 1 else
             pipeline.next_stacked(self.train_iter, k))
 
-  def save(self, step: int) -> None:
+  def save(self, step: int, metrics=None, stopped: bool = False) -> None:
+    """A checkpoint of `step`; `metrics`, its eval's, rank it (keep_best)."""
+    metadata = {'step': step, 'model': self.run.config.model.get('name', '')}
+    if self.early is not None:
+      metadata.update(early_stopping=self.early.state(), early_stopped=stopped)
     ckpt.save(self.run.manager, step, self.trainer.host_state(),
-              self.train_iter.get_state(),
-              {'step': step, 'model': self.run.config.model.get('name', '')})
+              self.train_iter.get_state(), metadata, metrics=metrics and {
+                  k: float(v) for k, v in metrics.items()})
 
   def save_and_stop(self, step: int) -> Preempted:
     self.save(step)
@@ -205,7 +173,11 @@ class _Loop:
     per_call, pending, final = config.steps_per_dispatch, None, None
     drain = (8 if jax.default_backend() == 'cpu' and
              len(run.mesh.local_devices) > 1 else 0)  # Evaluation's reason.
-    for step in range(run.step + per_call, config.total_steps + 1, per_call):
+    end = config.total_steps
+    if self.early is not None and run.metadata.get('early_stopped'):
+      logging.info('the run stopped early at step %d', run.step)
+      end = run.step
+    for step in range(run.step + per_call, end + 1, per_call):
       first = step == run.step + per_call
       trainer.step(trainer.first_batch if first else
                    trainer.to_device(self.read()))
@@ -231,6 +203,7 @@ class _Loop:
         pending = None
       if preempted:  # The checkpoint before anything else.
         raise self.save_and_stop(step)
+      saves = step % config.checkpoint_every == 0 or is_last
       if step % config.eval_every == 0 or is_last:
         final = self.evaluate(trainer.host_state().params)
         if final is None:
@@ -238,7 +211,15 @@ class _Loop:
         self.writer.write(step, 'eval', final)
         if self.sample is not None:
           self.write_samples(step)
-      if step % config.checkpoint_every == 0 or is_last:
+        stopping = self.early and self.early.update(step, final)
+        if saves or stopping or config.keep_best.metric:
+          self.save(step, final, stopped=bool(stopping))
+          saves = False
+        if stopping:
+          logging.info('%s', stopping)
+          self.window.result['early_stopped_step'] = step
+          break
+      if saves:
         self.save(step)
     if pending is not None:
       self.log(pending)

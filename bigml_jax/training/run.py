@@ -8,6 +8,7 @@ its shards: restored from the workdir's newest intact checkpoint, or fresh
 loop's business.
 """
 
+import copy
 import dataclasses
 import os
 from collections.abc import Callable, Sequence
@@ -52,6 +53,7 @@ class Run:
   tx: optax.GradientTransformation | None = None
   schedule: optax.Schedule | None = None
   data_state: dict[str, Any] | None = None  # The train iterator's position.
+  metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
   manager: ocp.CheckpointManager | None = None
 
   @property
@@ -143,9 +145,15 @@ def build_run(config: ml_collections.ConfigDict, workdir: str, *,
   resumed run's changed fields), checkpoint.RestoreError for a checkpoint
   that cannot be read.
   """
-  config, hf_dir = hf.resolve_init_from(with_defaults(config))
+  config = with_defaults(config)
   checkpoints = os.path.join(workdir, CHECKPOINTS)
   reached = ckpt.latest_step(checkpoints)
+  if reached is not None and hf.source_dir(config.init_from):
+    # Its architecture, read from hf:DIR at the start, is in config.json:
+    # the resumed run needs DIR no more.
+    config, hf_dir = _saved_model(config, workdir), None
+  else:
+    config, hf_dir = hf.resolve_init_from(config)
   if reached is not None:
     check_resume(config, workdir, reached)
   # Fine-tuning: a fresh run starts from another run's params, and reads
@@ -168,18 +176,19 @@ def build_run(config: ml_collections.ConfigDict, workdir: str, *,
                                 num_classes=sources.fields.get('num_classes'),
                                 compute_dtype=config.compute_dtype or None)
 
-  manager = ckpt.make_manager(checkpoints, config.max_to_keep)
+  manager = ckpt.make_manager(checkpoints, config.max_to_keep,
+                              config.keep_best)
   try:
     restored = ckpt.restore_latest(
         manager, ckpt.abstract_with_shardings(abstract, shardings))
-    data_state = None
+    data_state, metadata = None, {}
     if restored is None:
       state = init_fn(jax.random.PRNGKey(config.seed))
       if init_from:
         state = state.replace(params=_init_params(config, state.params,
                                                   hf_dir))
     else:
-      state, data_state, _ = restored
+      state, data_state, metadata = restored
       if config.init_from:
         logging.info('init_from %s is not read: the run resumes',
                      config.init_from)
@@ -197,7 +206,8 @@ def build_run(config: ml_collections.ConfigDict, workdir: str, *,
   return Run(config=config, workdir=workdir, mesh=mesh, sources=sources,
              preprocess=preprocess, task=task, params=state.params, step=step,
              shardings=shardings, evaluators=evaluators, state=state, tx=tx,
-             schedule=schedule, data_state=data_state, manager=manager)
+             schedule=schedule, data_state=data_state, metadata=metadata,
+             manager=manager)
 
 
 def _log_size(state, mesh, parallelism: str) -> None:
@@ -207,6 +217,18 @@ def _log_size(state, mesh, parallelism: str) -> None:
                'optimizer state %.2f MB', dict(mesh.shape), parallelism,
                sum(x.size for x in jax.tree.leaves(state.params)),
                per_device(state.params), per_device(state.opt_state))
+
+
+def _saved_model(config, workdir: str) -> ml_collections.ConfigDict:
+  """`config` with the model section of the run saved in `workdir` (the
+  fields `config` sets itself kept)."""
+  if not os.path.isfile(os.path.join(workdir, 'config.json')):
+    return config
+  model = dict(load_saved_config(workdir).model)
+  model.update(config.model)
+  config = copy.deepcopy(config)
+  config.model = ml_collections.ConfigDict(model)
+  return config
 
 
 def _init_params(config, params, hf_dir):
