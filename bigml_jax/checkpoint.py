@@ -33,7 +33,7 @@ import flax.traverse_util
 import jax
 import orbax.checkpoint as ocp
 
-from bigml_jax.errors import ConfigError
+from bigml_jax.errors import ConfigError, listing
 
 CHECKSUMS_FILE = 'checksums.json'
 # Orbax's own step-level files, some rewritten after a save is committed.
@@ -572,12 +572,10 @@ def _load_matching(handler: ocp.PyTreeCheckpointHandler, state_dir: epath.Path,
           'absent' if name not in stored else
           f'{stored[name]} there, {tuple(x.shape)} here'))
   if misfits:
-    shown = ', '.join(misfits[:3]) + (
-        f' and {len(misfits) - 3} more' if len(misfits) > 3 else '')
     raise ConfigError(
         f'{what}: checkpoint {state_dir.parent} does not hold '
         f'{len(misfits)} parameter(s) of this model as they are here: '
-        f'{shown}; keep them as initialised with init_skip (a regex of '
+        f'{listing(misfits)}; keep them as initialised with init_skip (a regex of '
         "names, e.g. '^head/'), or match the model to that run's")
   report['unused'] = sorted(set(stored) - set(report['loaded']))
   if report['skipped'] and not wanted:

@@ -16,7 +16,7 @@ import ml_collections
 
 from bigml_jax import workdir as workdir_lib
 
-from bigml_jax.errors import ConfigError  # Re-exported: config.ConfigError.
+from bigml_jax.errors import ConfigError, listing  # Re-exported: ConfigError.
 from bigml_jax.optim import OPTIONAL_FIELDS as OPTIMIZER_DEFAULTS
 from bigml_jax.optim import optimizer_fields
 
@@ -267,11 +267,10 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str,
              for k in sorted(set(saved) | set(new))
              if saved.get(k) != new.get(k) and not _resumable(k)]
   if changed:
-    shown = '; '.join(changed[:4]) + (
-        f'; and {len(changed) - 4} more' if len(changed) > 4 else '')
     raise ConfigError(
         f'the config differs from the run in {workdir} (at step '
-        f'{reached_step}) in fields a resumed run must keep: {shown}; pass '
+        f'{reached_step}) in fields a resumed run must keep: '
+        f'{listing(changed, 4, "; ")}; pass '
         'a new --workdir for a new run, or the values of its config.json')
   if config.total_steps < reached_step:
     raise ConfigError(

@@ -3,3 +3,11 @@
 
 class ConfigError(ValueError):
   """A mistake the user can fix in the config or the command line."""
+
+
+def listing(items, shown: int = 3, sep: str = ', ') -> str:
+  """The first `shown` items joined by `sep`, then how many more: the list
+  part of an error message."""
+  items = [str(i) for i in items]
+  return sep.join(items[:shown]) + (
+      f' and {len(items) - shown} more' if len(items) > shown else '')

@@ -35,15 +35,15 @@ _TOP_K = flags.DEFINE_integer('top_k', 0, 'Draw from the k likeliest tokens '
 _TOP_P = flags.DEFINE_float('top_p', 1.0, 'Draw from the likeliest tokens '
                             'that together reach this probability (1 = all).')
 _SEED = flags.DEFINE_integer('seed', 0, 'PRNG seed of the draws.')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the '
-                             'newest).')
+_STEP = flags.DEFINE_string('step', None, "Checkpoint step, or 'best' (a run "
+                            'with keep_best); default: the newest.')
 flags.mark_flags_as_required(['workdir'])
 
 
 def sample_texts(workdir: str, prompt: str = '', *, num_samples: int = 4,
                  num_tokens: int | None = None, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-                 step: int | None = None) -> list[str]:
+                 step: int | str | None = None) -> list[str]:
   """The prompt, continued `num_samples` times by the run in `workdir`."""
   if num_samples < 1 or temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
     raise ConfigError(f'--num_samples must be >= 1, --temperature and '

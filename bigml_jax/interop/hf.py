@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigml_jax.data import text as text_lib
-from bigml_jax.errors import ConfigError
+from bigml_jax.errors import ConfigError, listing
 from bigml_jax.models import build_model
 from bigml_jax.parallel import mesh as mesh_lib
 
@@ -563,12 +563,10 @@ def load_params(source: str, params: Any, skip: str | None = None, *,
       report['loaded'].append(name)
       reads[name] = dataclasses.replace(spec, key=key)
   if misfits:
-    shown = ', '.join(misfits[:3]) + (
-        f' and {len(misfits) - 3} more' if len(misfits) > 3 else '')
     raise ConfigError(
         f'{what}: Hugging Face model {directory} does not hold '
         f'{len(misfits)} parameter(s) of this model as they are here: '
-        f'{shown}; keep them as initialised with init_skip (a regex of '
+        f'{listing(misfits)}; keep them as initialised with init_skip (a regex of '
         "names, e.g. '^head/'), or match the model to its config.json")
   if report['skipped'] and not reads:
     raise ConfigError(f'{what}: init_skip {skip_re.pattern!r} matches '
