@@ -128,10 +128,12 @@ def _load_run(workdir: str, step: int | None) -> types.SimpleNamespace:
   mesh = mesh_lib.make_mesh(config.mesh)
   rules = tuple(config.get('logical_axis_rules') or mesh_lib.DEFAULT_RULES)
   example = jax.tree.map(lambda x: x[None], preprocess(sources.train[0]))
-  # No optimizer state: only the params are read.
-  init, _, _ = sharded_init(task, optax.identity(), example, mesh, rules)
-  params, _ = ckpt.load_params(source, init(jax.random.key(0)).params,
-                               what=what)
+  # Shapes and shardings only: every parameter is read from the checkpoint,
+  # so nothing is initialised (or compiled to be), and no optimizer state.
+  _, abstract, shardings = sharded_init(task, optax.identity(), example, mesh,
+                                        rules)
+  target = ckpt.abstract_with_shardings(abstract.params, shardings.params)
+  params, _ = ckpt.load_params(source, target, what=what)
   return types.SimpleNamespace(
       workdir=workdir, config=config, mesh=mesh, task=task, params=params,
       step=newest if step is None else step, sources=sources,
@@ -158,11 +160,17 @@ def _eval_examples(run, n: int) -> tuple[np.ndarray, np.ndarray | None]:
   n = min(n, len(source))
   first = run.preprocess(source[0])
   if 'label' not in first:  # An LM's text windows.
-    indices = np.arange(n)
+    indices = list(range(n))
   else:
-    labels = np.array([int(run.preprocess(source[i])['label'])
-                       for i in range(len(source))])
-    by_class = [list(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    # Read labels until every class has its share (or the split ends).
+    share = -(-n // len(run.class_names))
+    by_class = [[] for _ in run.class_names]
+    for i in range(len(source)):
+      members = by_class[int(run.preprocess(source[i])['label'])]
+      if len(members) < share:
+        members.append(i)
+        if sum(map(len, by_class)) == share * len(by_class):
+          break
     indices = []
     while len(indices) < n:
       for members in by_class:
@@ -193,12 +201,12 @@ def _image_inputs(run, path: str) -> np.ndarray:
                         f'run reads images {h}x{w}x{c}: save [N, {h}, {w}, '
                         f'{c}] or [{h}, {w}, {c}]')
   elif path.lower().endswith(IMAGE_SUFFIXES):
-    with Image.open(path) as image:
-      image = image.convert('L' if c == 1 else 'RGB')
-      array = np.asarray(image.resize((w, h), Image.Resampling.BOX))
     if c not in (1, 3):
       raise ConfigError(f'this run reads {c}-channel images; pass them as '
                         f'a .npy [N, {h}, {w}, {c}]')
+    with Image.open(path) as image:
+      image = image.convert('L' if c == 1 else 'RGB')
+      array = np.asarray(image.resize((w, h), Image.Resampling.BOX))
     array = array.reshape(1, h, w, c)
   else:
     raise ConfigError(f'--inputs {path}: an image run reads an image file '
@@ -395,6 +403,7 @@ def explain_attributions(run, method, inputs, labels, out,
   x, n = _on_mesh(run, inputs)
   logits, baseline_logits, attr_CxB = jax.tree.map(
       np.asarray, attribute(run, method, x, settings))
+  os.makedirs(out, exist_ok=True)  # Only now: refused input writes nothing.
   logits, baseline_logits = logits[:n], baseline_logits[:n]
   attr_CxB = attr_CxB[:, :n]
   probs = np.asarray(jax.nn.softmax(logits, axis=-1))
@@ -440,6 +449,7 @@ def explain_attributions(run, method, inputs, labels, out,
 def explain_attention(run, inputs, labels, out) -> list[str]:
   x, n = _on_mesh(run, inputs)
   logits, weights, rollout = attend(run, x)
+  os.makedirs(out, exist_ok=True)
   weights = [np.asarray(w)[:n] for w in weights]
   rollout = np.asarray(rollout)[:n]
   relevance = np.asarray(explain.pooled_relevance(
@@ -548,6 +558,7 @@ def explain_neighbours(run, queries, k, out) -> list[str]:
   k = min(k, len(table) - int(exclude.sum(axis=1).max()))
   ids, sims = jax.tree.map(np.asarray, explain.nearest_neighbours(
       table, np.stack(vectors), k, exclude))
+  os.makedirs(out, exist_ok=True)
   record = {'workdir': run.workdir, 'step': run.step, 'method': 'neighbours',
             'queries': []}
   points, labels, groups = [], [], []
@@ -612,11 +623,9 @@ def explain_run(workdir: str, method: str, *, step: int | None = None,
                                                                'explain')))
   if method == 'neighbours':
     queries = _queries(run, inputs, num_examples)
-    os.makedirs(out, exist_ok=True)
     written = explain_neighbours(run, queries, num_neighbours, out)
   else:
     examples, labels = _inputs(run, inputs, num_examples)
-    os.makedirs(out, exist_ok=True)
     if method == 'attention':
       written = explain_attention(run, examples, labels, out)
     else:

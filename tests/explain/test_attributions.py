@@ -71,6 +71,24 @@ def test_occlusion_of_a_linear_model_is_the_windows_share():
   np.testing.assert_allclose(got[:, 1, 2], expected, rtol=1e-5, atol=1e-6)
 
 
+def test_points_in_chunks_equal_all_points_at_once():
+  """steps_per_batch and friends change the calls, not the numbers (the
+  last chunk is padded, and the padding dropped)."""
+  _, w, x = _linear(shape=(4, 6, 1))
+  apply_fn = lambda w, x: jnp.tanh(x.reshape(len(x), -1) @ w) ** 2
+  target = _targets(len(x))
+  noise = np.random.default_rng(2).normal(size=(6, 7, 4, 6, 1))
+  for fn, per_call in (
+      (functools.partial(attr.integrated_gradients, steps=7), 'steps'),
+      (functools.partial(attr.smoothgrad, noise=noise), 'samples'),
+      (attr.occlusion, 'windows')):
+    whole = jax.jit(lambda w, fn=fn: fn(apply_fn, w, x, target))(w)
+    chunked = jax.jit(lambda w, fn=fn, per_call=per_call: fn(
+        apply_fn, w, x, target, **{f'{per_call}_per_batch': 4}))(w)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6,
+                               err_msg=per_call)
+
+
 def test_bad_settings_are_config_errors():
   apply_fn, w, x = _linear()
   with pytest.raises(ConfigError, match="rule 'simpson' is unknown"):
@@ -154,9 +172,10 @@ def test_smoothgrad_agrees_with_pair_saliency(digits_cnn, pair_model,
     ours_noise.append([np.random.normal(0, 1, x[i].shape)
                        for _ in range(samples)])
   noise = np.asarray(ours_noise, np.float32)  # [B, S, ...]
-  ours = attr.smoothgrad(digits_cnn.apply_fn, digits_cnn.trained, x,
-                         jnp.asarray(labels), noise=noise, noise_level=0.15,
-                         magnitude=magnitude)
+  ours = jax.jit(functools.partial(
+      attr.smoothgrad, digits_cnn.apply_fn, noise_level=0.15,
+      magnitude=magnitude))(digits_cnn.trained, x, jnp.asarray(labels),
+                            noise=noise)
   scale = np.abs(np.asarray(theirs)).max()
   np.testing.assert_allclose(ours, np.asarray(theirs), rtol=1e-4,
                              atol=1e-5 * scale)
@@ -173,11 +192,17 @@ def test_integrated_gradients_agrees_with_pair_saliency(digits_cnn,
   theirs = np.stack([pair.IntegratedGradients().GetMask(
       x[i], pair_model(int(labels[i])), x_baseline=baseline,
       x_steps=n, batch_size=n) for i in range(len(x))])
-  target = jnp.asarray(labels)
-  ours = attr.integrated_gradients(f, params, x, target, steps=n,
-                                   baseline=baseline, steps_per_batch=5)
-  ends = (attr.saliency(f, params, jnp.broadcast_to(baseline, x.shape), target)
-          + attr.saliency(f, params, x, target)) * (x - baseline) / 2
+
+  @jax.jit
+  def ours_and_ends(x, target):
+    ours = attr.integrated_gradients(f, params, x, target, steps=n,
+                                     baseline=baseline)
+    at_baseline = jnp.broadcast_to(baseline, x.shape)
+    ends = (attr.saliency(f, params, at_baseline, target) +
+            attr.saliency(f, params, x, target)) * (x - baseline) / 2
+    return ours, ends
+
+  ours, ends = ours_and_ends(x, jnp.asarray(labels))
   scale = np.abs(theirs).max()
   np.testing.assert_allclose((n - 1) * ours + ends, n * theirs, rtol=1e-4,
                              atol=1e-5 * n * scale)
@@ -190,14 +215,13 @@ def _largest_conv_batch(compiled) -> int:
 
 
 def test_jit_vmap_and_sharded_give_the_same_attributions(digits_cnn):
-  """vmap over every class equals a call per class; on an 8-device mesh
-  with the batch sharded, each method gives the same numbers, sharded like
-  the inputs, and each device runs only its own example's points."""
+  """vmap over targets equals a call per target; on an 8-device mesh with
+  the batch sharded, each method gives the same numbers, sharded like the
+  inputs, and each device runs only its own example's points."""
   f, params = digits_cnn.apply_fn, digits_cnn.trained
   x = digits_cnn.images[:8]
   methods = {  # name: (fn, points per example)
       'saliency': (attr.saliency, 1),
-      'gradient_x_input': (attr.gradient_x_input, 1),
       'smoothgrad': (functools.partial(attr.smoothgrad, rng=jax.random.key(3),
                                        num_samples=4), 4),
       'integrated_gradients': (functools.partial(
@@ -208,16 +232,17 @@ def test_jit_vmap_and_sharded_give_the_same_attributions(digits_cnn):
   batch = NamedSharding(mesh, P(('data', 'fsdp')))
   x_sharded = jax.device_put(x, batch)
   params_replicated = jax.device_put(params, NamedSharding(mesh, P()))
-  classes_CxB = jnp.broadcast_to(jnp.arange(10)[:, None], (10, 8))
+  targets_2xB = jnp.stack([jnp.full(8, 3), jnp.arange(8)])
   for name, (fn, points) in methods.items():
-    every = jax.jit(jax.vmap(lambda t, fn=fn: fn(f, params, x, t)))(
-        classes_CxB)
-    one = jax.jit(lambda p, x, t, fn=fn: fn(f, p, x, t))
-    for c in (3, 7):
-      target = jax.device_put(classes_CxB[c], batch)
-      sharded = one(params_replicated, x_sharded, target)
+    both = jax.jit(jax.vmap(lambda t, fn=fn: fn(f, params, x, t)))(
+        targets_2xB)
+    one = jax.jit(lambda p, x, t, fn=fn: fn(f, p, x, t)).lower(
+        params_replicated, x_sharded, jax.device_put(targets_2xB[0], batch)
+    ).compile()
+    assert _largest_conv_batch(one) == points, name
+    for i in range(2):
+      sharded = one(params_replicated, x_sharded,
+                    jax.device_put(targets_2xB[i], batch))
       assert sharded.sharding.is_equivalent_to(batch, x.ndim), name
-      np.testing.assert_allclose(sharded, every[c], rtol=1e-4, atol=1e-5,
+      np.testing.assert_allclose(sharded, both[i], rtol=1e-4, atol=1e-5,
                                  err_msg=name)
-    compiled = one.lower(params_replicated, x_sharded, target).compile()
-    assert _largest_conv_batch(compiled) == points, name

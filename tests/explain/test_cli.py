@@ -1,10 +1,13 @@
-"""`python -m experiments.explain` on tiny trained runs (8 devices)."""
+"""`python -m experiments.explain` on tiny trained runs: trained on one
+device, explained on all 8 (the config's mesh, data=-1, as on a new
+machine), so the checkpoint is read onto another mesh."""
 
 import json
 import os
 import subprocess
 import sys
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -35,7 +38,8 @@ def _config(data_dir, model, dataset, **dataset_fields):
 def image_run(tmp_path_factory, data_dir):
   workdir = str(tmp_path_factory.mktemp('cnn'))
   train_and_evaluate(_config(data_dir, {'name': 'cnn', 'channels': (4,),
-                                        'dense': (16,)}, 'digits'), workdir)
+                                        'dense': (16,)}, 'digits'), workdir,
+                     devices=jax.devices()[:1])
   return workdir
 
 
@@ -46,7 +50,8 @@ def text_run(tmp_path_factory, data_dir):
            'mlp_dim': 32, 'max_len': 48, 'pooling': 'mean',
            'dropout_rate': 0.0}
   train_and_evaluate(_config(data_dir, model, 'fortunes', tokenizer='char',
-                             max_length=48), workdir)
+                             max_length=48), workdir,
+                     devices=jax.devices()[:1])
   return workdir
 
 
@@ -182,6 +187,7 @@ def test_bad_input_is_one_line_and_writes_nothing(image_run, text_run,
       (text_run, 'occlusion', {}, 'occlusion is for image runs'),
       (image_run, 'neighbours', {}, 'needs a text run'),
       (image_run, 'saliency', {'step': 3}, 'checkpoints/3 .*steps 8'),
+      (image_run, 'occlusion', {'patch': 9}, 'patch must be 1 to 8 pixels'),
   ]
   for workdir, method, kwargs, message in cases:
     with pytest.raises(ConfigError, match=message):

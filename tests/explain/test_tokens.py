@@ -35,16 +35,21 @@ def bert():
 def test_replaced_embeddings_give_the_models_own_output(bert):
   model, params = bert
   tokens = _tokens()
-  embeddings = tokens_lib.token_embeddings(model, params, tokens)
+  apply_fn = tokens_lib.embedding_apply_fn(model, tokens)
+
+  @jax.jit
+  def run(params):
+    embeddings = tokens_lib.token_embeddings(model, params, tokens)
+    # k points per example, consecutive: each example's tokens repeated.
+    return (embeddings, apply_fn(params, embeddings),
+            model.apply({'params': params}, tokens),
+            apply_fn(params, jnp.repeat(embeddings, 3, axis=0)))
+
+  embeddings, replaced, plain, repeated = run(params)
   np.testing.assert_array_equal(
       embeddings, params['embed']['embedding'][tokens])
-  apply_fn = tokens_lib.embedding_apply_fn(model, tokens)
-  np.testing.assert_array_equal(apply_fn(params, embeddings),
-                                model.apply({'params': params}, tokens))
-  # k points per example, consecutive: each example's tokens repeated.
-  repeated = jnp.repeat(embeddings, 3, axis=0)
-  np.testing.assert_allclose(apply_fn(params, repeated),
-                             jnp.repeat(apply_fn(params, embeddings), 3, 0),
+  np.testing.assert_array_equal(replaced, plain)
+  np.testing.assert_allclose(repeated, jnp.repeat(plain, 3, axis=0),
                              rtol=1e-6)
 
 
@@ -55,16 +60,21 @@ def test_integrated_gradients_per_token_complete_and_zero_on_padding(bert):
   and pooling, gets 0."""
   model, params = bert
   tokens = _tokens()
-  embeddings = tokens_lib.token_embeddings(model, params, tokens)
   apply_fn = tokens_lib.embedding_apply_fn(model, tokens)
   target = jnp.array([0, 1, 2, 0])
-  per_token = jax.jit(lambda e: tokens_lib.per_token(
-      attr.integrated_gradients(apply_fn, params, e, target, steps=128,
-                                steps_per_batch=32)))(embeddings)
+
+  @jax.jit
+  def run(params):
+    embeddings = tokens_lib.token_embeddings(model, params, tokens)
+    per_token = tokens_lib.per_token(attr.integrated_gradients(
+        apply_fn, params, embeddings, target, steps=128))
+    gap = (attr.target_logits(apply_fn, params, embeddings, target) -
+           attr.target_logits(apply_fn, params, jnp.zeros_like(embeddings),
+                              target))
+    return per_token, gap
+
+  per_token, gap = run(params)
   assert per_token.shape == (4, 12)
-  gap = (attr.target_logits(apply_fn, params, embeddings, target) -
-         attr.target_logits(apply_fn, params, jnp.zeros_like(embeddings),
-                            target))
   np.testing.assert_allclose(per_token.sum(-1), gap, rtol=0.01, atol=1e-4)
   np.testing.assert_array_equal(per_token[0, 7:], 0.0)
   np.testing.assert_array_equal(per_token[2, 3:], 0.0)
