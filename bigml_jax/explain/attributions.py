@@ -71,10 +71,10 @@ def _over_points(fn: Callable[[jax.Array, jax.Array], jax.Array],
   k = min(per_call or s, s)
 
   def call(points_BxK):
-    k = points_BxK.shape[1]
-    out = fn(points_BxK.reshape((b * k,) + points_BxK.shape[2:]),
-             jnp.repeat(target, k))
-    return out.reshape((b, k) + out.shape[1:])
+    width = points_BxK.shape[1]
+    out = fn(points_BxK.reshape((b * width,) + points_BxK.shape[2:]),
+             jnp.repeat(target, width))
+    return out.reshape((b, width) + out.shape[1:])
 
   if k == s:
     return call(points_BxS)
@@ -137,8 +137,10 @@ def path_points(steps: int, rule: str = 'trapezoid'
   if rule not in RULES:
     raise ConfigError(f'integration rule {rule!r} is unknown; use one of '
                       f'{", ".join(RULES)}')
-  if steps < (2 if rule == 'trapezoid' else 1):
-    raise ConfigError(f'integrated gradients needs steps >= 2 (got {steps})')
+  least = 2 if rule == 'trapezoid' else 1
+  if steps < least:
+    raise ConfigError(f'integrated gradients with the {rule} rule needs '
+                      f'steps >= {least} (got {steps})')
   if rule == 'trapezoid':
     alphas = np.linspace(0.0, 1.0, steps)
     weights = np.full(steps, 1.0 / (steps - 1))
@@ -166,8 +168,8 @@ def integrated_gradients(apply_fn: ApplyFn, params: Any, inputs: jax.Array,
   Args:
     steps: gradient evaluations along the path.
     rule: where they sit and how they are weighted (`path_points`).
-    steps_per_batch: path points per model call (default all `steps`: the
-      gradients of the whole path are one vmapped call).
+    steps_per_batch: path points of each example per model call (default
+      all `steps`: the whole path is one call on [B * steps, ...]).
   """
   alphas, weights = path_points(steps, rule)
   inputs = inputs.astype(jnp.float32)
