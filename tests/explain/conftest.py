@@ -59,8 +59,9 @@ def digits_cnn():
   config.model.dropout_rate = 0.0
   model = build_model(config.model, num_classes=10)
   images, labels = digits()
+  # 'rbg' keys: init compiles several times faster than with threefry.
   init = jax.jit(lambda seed: nn.unbox(model.init(
-      jax.random.key(seed), images[:1])['params']))
+      jax.random.key(seed, impl='rbg'), images[:1])['params']))
   train = _trainer(model)
   apply_fn = lambda p, x: model.apply({'params': p}, x)
   trained = train(init(0), images[360:], labels[360:], 0)

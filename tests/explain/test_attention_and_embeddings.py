@@ -57,13 +57,14 @@ def test_attention_models_are_exactly_those_that_sow_weights():
 
 
 class _Ladder(nn.Module):
-  """11 attention layers; layer i attends to the first i + 1 positions, so
-  its weights' shape [B, 1, L, i + 1] says which layer they are."""
+  """`layers` attention layers; layer i attends to the first i + 1
+  positions, so its weights' shape [B, 1, L, i + 1] says which it is."""
+  layers: int = 11
 
   @nn.compact
   def __call__(self, x_BxLxD, *, train=False):
     del train
-    for i in range(11):
+    for i in range(self.layers):
       x_BxLxD = x_BxLxD + MultiHeadAttention(1, name=f'block_{i}')(
           x_BxLxD, x_BxLxD[:, :i + 1])
     return x_BxLxD
@@ -80,25 +81,21 @@ def test_attention_maps_come_in_layer_order():
 
 
 def test_attention_maps_are_the_sown_weights_and_outputs_the_plain_ones():
-  model = build_model({'name': 'vit', 'num_classes': 3, 'patch_size': 4,
-                       'd_model': 8, 'num_layers': 2, 'num_heads': 2,
-                       'mlp_dim': 8, 'pooling': 'cls'})
-  x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype(np.float32)
-  params = nn.unbox(jax.jit(model.init)(jax.random.key(0, impl='rbg'), x)[
-      'params'])
+  model = _Ladder(layers=2)
+  x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
+  params = model.init(jax.random.key(0, impl='rbg'), x)['params']
 
   @jax.jit
   def run(p):
     return (att.attention_maps(model, p, x),
             model.apply({'params': p}, x, mutable=['intermediates']))
 
-  (logits, maps), (plain, state) = run(params)
-  np.testing.assert_array_equal(logits, plain)
+  (outputs, maps), (plain, state) = run(params)
+  np.testing.assert_array_equal(outputs, plain)
   for i in range(2):
-    assert maps[i].shape == (2, 2, 5, 5)  # [CLS] + 4 patches.
+    assert maps[i].shape == (2, 1, 3, i + 1)
     np.testing.assert_array_equal(
-        maps[i], state['intermediates']['encoder'][f'block_{i}'][
-            'attention'][ATTENTION_WEIGHTS][0])
+        maps[i], state['intermediates'][f'block_{i}'][ATTENTION_WEIGHTS][0])
 
 
 def test_rollout_is_the_product_of_residual_mixed_layers():
