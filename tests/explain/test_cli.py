@@ -117,8 +117,8 @@ def test_occlusion_of_own_npy_and_image_file(image_run, tmp_path):
   np.testing.assert_allclose(heat[:4, :4], heat[0, 0], rtol=1e-6)
   # An image file is resized to the run's 8x8 (a 16x16 white square -> 1).
   Image.fromarray(np.full((16, 16), 255, np.uint8)).save(tmp_path / 'w.png')
-  record = _json(explain_run(image_run, 'saliency', inputs=str(
-      tmp_path / 'w.png'), out=str(tmp_path / 'b'))[1])
+  record = _json(explain_run(image_run, 'occlusion', inputs=str(
+      tmp_path / 'w.png'), out=str(tmp_path / 'b'), patch=4)[1])
   np.testing.assert_allclose(record['examples'][0]['input'],
                              np.ones((8, 8, 1)), rtol=1e-6)
 
