@@ -116,8 +116,9 @@ def attention_heads(weights, tokens, title, path) -> None:
   """A grid of [L, S] maps: one row per layer, one column per head; token
   labels on the axes when there are at most 40."""
   layers, heads = len(weights), weights[0].shape[0]
-  side = max(2.2, 0.11 * weights[0].shape[-1])  # Inches: room for tokens.
-  fig, axes = plt.subplots(layers, heads, squeeze=False,
+  labelled = tokens is not None and len(tokens) <= 40
+  side = max(2.8, 0.11 * len(tokens)) if labelled else 2.2  # Inches.
+  fig, axes = plt.subplots(layers, heads, squeeze=False, layout='constrained',
                            figsize=(side * heads, side * layers))
   _no_ticks(axes)
   for l, w_HxLxS in enumerate(weights):
@@ -125,7 +126,7 @@ def attention_heads(weights, tokens, title, path) -> None:
       ax = axes[l, h]
       ax.imshow(w_HxLxS[h], cmap='viridis', vmin=0, interpolation='nearest')
       ax.set_title(f'layer {l} head {h}', fontsize=7)
-      if tokens is not None and len(tokens) <= 40:
+      if labelled:
         ticks = range(len(tokens))
         ax.set_xticks(ticks, tokens, fontsize=6, rotation=90)
         ax.set_yticks(ticks, tokens, fontsize=6)
