@@ -2,6 +2,10 @@
 
 Masks are boolean and broadcast to [B, H, L, S] (True = may attend): build
 them with `padding_mask`, `causal_mask` and `combine_masks`.
+
+Applied with `mutable=['intermediates']`, every attention module sows its
+weights [B, H, L, S] under the name `ATTENTION_WEIGHTS` (see
+`bigml_jax.explain.attention`); otherwise nothing is stored or computed.
 """
 
 from typing import Any
@@ -13,6 +17,8 @@ import jax.numpy as jnp
 from bigml_jax.errors import ConfigError
 
 IMPLEMENTATIONS = ('einsum', 'xla', 'cudnn')
+# Name of the sown weights in the 'intermediates' collection.
+ATTENTION_WEIGHTS = 'attention_weights'
 
 
 def padding_mask(valid_BxS: jnp.ndarray) -> jnp.ndarray:
@@ -95,7 +101,10 @@ class MultiHeadAttention(nn.Module):
     implementation: 'einsum' (the reference above), 'xla' or 'cudnn'
       (`jax.nn.dot_product_attention`; 'cudnn' is the fused flash kernel on
       NVIDIA GPUs in bf16/fp16). The fused paths have no attention dropout, so
-      a training call with dropout_rate > 0 uses 'einsum'.
+      a training call with dropout_rate > 0 uses 'einsum'. Either way, applied
+      with `mutable=['intermediates']` the module sows the softmax weights
+      [B, H, L, S] (before dropout) as `ATTENTION_WEIGHTS`; the fused paths
+      then compute them once more beside the kernel.
     dtype: compute dtype; parameters stay float32.
   """
   num_heads: int
@@ -174,9 +183,17 @@ class MultiHeadAttention(nn.Module):
         mask = combine_masks(mask, causal_mask(q_BxLxHxK.shape[1],
                                                k_BxSxHxK.shape[1]))
       att_BxHxLxS = attention_weights(q_BxLxHxK, k_BxSxHxK, mask)
+      self.sow('intermediates', ATTENTION_WEIGHTS, att_BxHxLxS)
       att_BxHxLxS = nn.Dropout(self.dropout_rate, deterministic=not train)(
           att_BxHxLxS)
       return jnp.einsum('bhls,bshk->blhk', att_BxHxLxS, v_BxSxHxK)
+    if self.is_mutable_collection('intermediates'):
+      # The fused kernels never materialise the weights: only when asked,
+      # and beside the kernel, whose call stays as it is.
+      seen = (causal_mask(q_BxLxHxK.shape[1], k_BxSxHxK.shape[1])
+              if causal else None)
+      self.sow('intermediates', ATTENTION_WEIGHTS, attention_weights(
+          q_BxLxHxK, k_BxSxHxK, combine_masks(mask, seen)))
     return jax.nn.dot_product_attention(
         q_BxLxHxK, k_BxSxHxK, v_BxSxHxK,
         mask=None if mask is None else jnp.asarray(mask, bool),

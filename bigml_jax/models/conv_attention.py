@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from bigml_jax.errors import ConfigError
 from bigml_jax.models import layers
-from bigml_jax.models.attention import attention_weights
+from bigml_jax.models.attention import ATTENTION_WEIGHTS, attention_weights
 
 
 def _conv(features: int, kernel_size: Sequence[int], axes: tuple[str, str],
@@ -36,7 +36,9 @@ class ConvAttention(nn.Module):
   position mixes the value vectors of every position, weighted by how well
   its query matches their keys (Zhang et al. 2019, SAGAN, without their
   learned gate on the residual). The output has the input's shape, so the
-  block drops in between any two conv layers.
+  block drops in between any two conv layers. Applied with
+  `mutable=['intermediates']` it sows A [B, heads, N, N] as
+  `attention.ATTENTION_WEIGHTS`.
 
   Attributes:
     qk_features: width of Q and K over all heads (default C).
@@ -64,6 +66,7 @@ class ConvAttention(nn.Module):
     q_BxNxHxK, k_BxNxHxK = project(qk, 'query'), project(qk, 'key')
     v_BxNxHxV = project(v, 'value')
     att_BxHxNxN = attention_weights(q_BxNxHxK, k_BxNxHxK)
+    self.sow('intermediates', ATTENTION_WEIGHTS, att_BxHxNxN)
     out_BxNxHxV = jnp.einsum('bhnm,bmhv->bnhv', att_BxHxNxN, v_BxNxHxV)
     out_BxHxWxV = out_BxNxHxV.reshape(b, h, w, v)
     out_BxHxWxC = _conv(c, (1, 1), ('heads', 'embed'), 'out')(out_BxHxWxV)

@@ -148,3 +148,77 @@ def test_bad_configuration_errors():
   with pytest.raises(ConfigError, match="implementation 'flash' is unknown"):
     MultiHeadAttention(num_heads=2, implementation='flash').init(
         jax.random.key(0), _inputs())
+
+
+def _weights_and_qk(model, params, x, **kwargs):
+  """The sown weights and the block's own Q and K (its 'query' and 'key'
+  projections' outputs, captured)."""
+  _, state = model.apply(
+      {'params': params}, x, mutable=['intermediates'],
+      capture_intermediates=lambda m, _: m.name in ('query', 'key'), **kwargs)
+  sown = state['intermediates']
+  return (sown[attention.ATTENTION_WEIGHTS][0],
+          sown['query']['__call__'][0], sown['key']['__call__'][0])
+
+
+@pytest.mark.parametrize('implementation', ['einsum', 'xla'])
+@pytest.mark.parametrize('causal', [False, True])
+def test_returned_weights_are_softmax_of_own_q_and_k(implementation, causal):
+  x = _inputs()
+  model = MultiHeadAttention(num_heads=2, implementation=implementation)
+  params = _init(model, x)
+  weights, q, k = _weights_and_qk(model, params, x, causal=causal,
+                                  mask=attention.padding_mask(VALID))
+  q, k = np.asarray(q, np.float64), np.asarray(k, np.float64)
+  logits = np.einsum('blhk,bshk->bhls', q, k) / np.sqrt(q.shape[-1])
+  allowed = np.broadcast_to(VALID[:, None, None, :], logits.shape)
+  if causal:
+    allowed = allowed & np.tril(np.ones((5, 5), bool))
+  logits = np.where(allowed, logits, -np.inf)
+  expected = np.exp(logits - logits.max(-1, keepdims=True))
+  expected /= expected.sum(-1, keepdims=True)
+  chex.assert_shape(weights, (2, 2, 5, 5))
+  np.testing.assert_allclose(weights, expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(weights).sum(-1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize('implementation', ['einsum', 'xla'])
+def test_outputs_bit_equal_with_and_without_returning_weights(implementation):
+  x = _inputs()
+  model = MultiHeadAttention(num_heads=2, implementation=implementation)
+  params = _init(model, x)
+  mask = attention.padding_mask(VALID)
+  plain = jax.jit(lambda p, x: model.apply({'params': p}, x, mask=mask,
+                                           causal=True))
+  asked = jax.jit(lambda p, x: model.apply(
+      {'params': p}, x, mask=mask, causal=True, mutable=['intermediates']))
+  out, state = asked(params, x)
+  np.testing.assert_array_equal(plain(params, x), out)
+  assert attention.ATTENTION_WEIGHTS in state['intermediates']
+
+
+def test_weights_not_asked_cost_nothing(monkeypatch):
+  """Not asked, the traced computation is that of a module that never sows:
+  neither path computes weights it would throw away."""
+  x = _inputs()
+  for implementation in ('einsum', 'xla'):
+    model = MultiHeadAttention(num_heads=2, implementation=implementation)
+    params = _init(model, x)
+    trace = lambda: str(jax.make_jaxpr(
+        lambda p: model.apply({'params': p}, x, causal=True))(params))
+    sowing = trace()
+    with monkeypatch.context() as patch:
+      patch.setattr(MultiHeadAttention, 'sow', lambda *a, **k: False)
+      patch.setattr(MultiHeadAttention, 'is_mutable_collection',
+                    lambda *a: False)
+      assert trace() == sowing
+
+
+def test_einsum_and_xla_return_the_same_weights():
+  x = _inputs()
+  einsum = MultiHeadAttention(num_heads=2)
+  params = _init(einsum, x)
+  mask = attention.padding_mask(VALID)
+  weights = [_weights_and_qk(m, params, x, mask=mask, causal=True)[0]
+             for m in (einsum, einsum.clone(implementation='xla'))]
+  np.testing.assert_allclose(weights[0], weights[1], rtol=1e-6, atol=1e-7)
