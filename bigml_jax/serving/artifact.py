@@ -290,7 +290,8 @@ class Generator(Model):
     the remainder to a fixed width, so a server's shapes stay fixed."""
     lengths = [len(p) for p in prompts]
     prefill = min(lengths) if prefill is None else prefill
-    rest = max(lengths) - prefill if rest is None else rest
+    # At least one column: the exported shapes are symbolic, hence >= 1.
+    rest = max(max(lengths) - prefill, 1) if rest is None else rest
     batch = len(prompts)
     prefix = np.stack([p[:prefill] for p in prompts]).astype(np.int32)
     rest_ids = inputs_lib.padded_tokens([p[prefill:] for p in prompts], rest)

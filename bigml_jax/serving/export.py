@@ -113,9 +113,12 @@ def _generator_function(model: nn.Module, stored: dict[str, np.ndarray],
   def generate_from_stored(stored, *args):
     return generate(params_of(stored), *args)
 
+  # Symbolic dims are >= 1, so callers pad `rest` to one column at least:
+  # the slack lets a prompt of the longest length through with it. The
+  # last column of the buffer is never fed to the model, only drawn.
   batch, prefill, rest = jax_export.symbolic_shape(
-      'b, q, r', constraints=('q >= 1',
-                              f'q + r <= {model.max_len - max_new_tokens}'))
+      'b, q, r', constraints=(
+          f'q + r <= {model.max_len - max_new_tokens + 1}',))
   row = lambda dtype: jax.ShapeDtypeStruct((batch,), dtype)
   args = (_specs(stored), jax.ShapeDtypeStruct((batch, prefill), jnp.int32),
           jax.ShapeDtypeStruct((batch, rest), jnp.int32), row(jnp.int32),

@@ -74,8 +74,10 @@ def make_generate(model: nn.Module, *, max_new_tokens: int, stop_id: int,
   The function's arguments: prompt row b is prefix_BxQ[b] (Q >= 1 tokens
   every row has, prefilled at once) followed by rest_BxR[b, :rest_len_B[b]];
   num_new_B[b] <= N tokens are added after it, drawn with seed_B[b] (uint32)
-  and that row's temperature, top_k and top_p (`sample_row`). Q + R + N
-  must fit the model's max_len. The decode loop stops once every row is done.
+  and that row's temperature, top_k and top_p (`sample_row`). Each row's
+  prompt and new tokens must fit the model's max_len; rest_BxR may have
+  a column of padding more (Q + R + N <= max_len + 1: the last column is
+  drawn, never fed). The decode loop stops once every row is done.
   """
   if max_new_tokens < 1:
     raise ConfigError(f'max_new_tokens must be >= 1, got {max_new_tokens}')
