@@ -250,6 +250,9 @@ def test_export_writes_nothing_into_a_used_directory(cnn_run, tmp_path):
   (tmp_path / 'used' / 'mine.txt').write_text('keep')
   with pytest.raises(ConfigError, match='already exists and is not empty'):
     export_workdir(cnn_run, str(tmp_path / 'used'))
+  with pytest.raises(ConfigError, match='--platforms takes cpu, cuda, rocm '
+                     'and tpu, got cpu,gpu'):
+    export_workdir(cnn_run, str(tmp_path / 'new'), platforms=['cpu', 'gpu'])
   assert os.listdir(tmp_path / 'used') == ['mine.txt']
   with pytest.raises(ConfigError, match='max_new_tokens must be 1 to 22'):
     export.export_model(
