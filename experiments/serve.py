@@ -69,6 +69,8 @@ def _listen(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # Connections wait in the backlog from now on, before uvicorn runs.
+    sock.listen(2048)
   except OSError as e:
     raise ConfigError(f'cannot listen on {host}:{port} ({e.strerror}); pick '
                       'another --port or --host') from None
