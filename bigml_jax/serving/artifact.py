@@ -128,7 +128,8 @@ def _deserialize(export_dir: str, name: str) -> jax_export.Exported:
                         'export the run again') from None
 
 
-def _read_params(export_dir: str) -> dict[str, np.ndarray]:
+def read_params(export_dir: str) -> dict[str, np.ndarray]:
+  """The stored arrays {name: array} (int8 and scales when quantized)."""
   path = os.path.join(export_dir, PARAMS)
   try:
     with np.load(path, allow_pickle=False) as stored:
@@ -348,7 +349,7 @@ def load(export_dir: str) -> Classifier | Generator:
         f'not {platform}; export it again with --platforms={platform}')
   name = 'generate' if manifest['kind'] == 'generator' else 'predict'
   exported = _deserialize(export_dir, name)
-  params = jax.device_put(_read_params(export_dir))
+  params = jax.device_put(read_params(export_dir))
   tokenizer = None
   if os.path.isfile(os.path.join(export_dir, TOKENIZER)):
     from bigml_jax.data import text as text_lib  # pylint: disable=g-import-not-at-top

@@ -41,7 +41,8 @@ def flat_params(params: Any) -> dict[str, np.ndarray]:
   return {'/'.join(path): np.asarray(value) for path, value in flat.items()}
 
 
-def _nested(flat: dict[str, Any]) -> dict[str, Any]:
+def nested_params(flat: dict[str, Any]) -> dict[str, Any]:
+  """`flat_params`' inverse: {'a/b': x} -> {'a': {'b': x}}."""
   return flax.traverse_util.unflatten_dict(
       {tuple(name.split('/')): value for name, value in flat.items()})
 
@@ -56,7 +57,7 @@ def _cast_floats(tree: Any, dtype: Any) -> Any:
 def _params_fn(compute_dtype: Any):
   """stored arrays -> the model's params, as the function runs."""
   def params_of(stored):
-    params = _nested(quantize_lib.dequantize(stored))
+    params = nested_params(quantize_lib.dequantize(stored))
     return params if compute_dtype is None else _cast_floats(params,
                                                              compute_dtype)
   return params_of
