@@ -30,20 +30,26 @@ from bigml_jax.errors import ConfigError
 from bigml_jax.serving import export as export_lib
 from bigml_jax.tasks import build_task
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a trained run '
-                               '(python -m experiments.run ...).')
-_OUT = flags.DEFINE_string('out', None, 'Directory to write (must not exist '
-                           'or be empty).')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the '
-                             'newest).')
-_QUANTIZE = flags.DEFINE_enum('quantize', 'none', ['none', 'int8'],
-                              'int8: weight-only, one scale per channel.')
-_MAX_NEW_TOKENS = flags.DEFINE_integer(
-    'max_new_tokens', None, "Language models: the most tokens one call adds "
-    "(default: half the model's max_len).")
-_PLATFORMS = flags.DEFINE_list('platforms', list(export_lib.PLATFORMS),
-                               'Platforms to lower for.')
-flags.mark_flags_as_required(['workdir', 'out'])
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """The flags, defined when run as a program only: tests import its
+  functions beside other CLIs that use the same names."""
+  flags.DEFINE_string('workdir', None, 'Workdir of a trained run '
+                      '(python -m experiments.run ...).')
+  flags.DEFINE_string('out', None, 'Directory to write (must not exist '
+                      'or be empty).')
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the '
+                       'newest).')
+  flags.DEFINE_enum('quantize', 'none', ['none', 'int8'],
+                    'int8: weight-only, one scale per channel.')
+  flags.DEFINE_integer(
+      'max_new_tokens', None, 'Language models: the most tokens one call adds '
+      "(default: half the model's max_len).")
+  flags.DEFINE_list('platforms', list(export_lib.PLATFORMS),
+                    'Platforms to lower for.')
+  flags.mark_flags_as_required(['workdir', 'out'])
 
 
 def _class_names(dataset) -> list[str] | None:
@@ -116,9 +122,9 @@ def main(argv):
   tfds.disable_progress_bar()
   try:
     manifest = export_workdir(
-        _WORKDIR.value, _OUT.value, step=_STEP.value,
-        quantize=None if _QUANTIZE.value == 'none' else _QUANTIZE.value,
-        max_new_tokens=_MAX_NEW_TOKENS.value, platforms=_PLATFORMS.value)
+        FLAGS.workdir, FLAGS.out, step=FLAGS.step,
+        quantize=None if FLAGS.quantize == 'none' else FLAGS.quantize,
+        max_new_tokens=FLAGS.max_new_tokens, platforms=FLAGS.platforms)
   except ConfigError as e:
     sys.exit('error: ' + ' '.join(str(e).split()))
   params = manifest['params']
@@ -126,8 +132,9 @@ def main(argv):
         f'{manifest["source"]["step"]} ({manifest["kind"]}, '
         f'{params["count"]:,} parameters, {params["stored_bytes"]:,} bytes'
         f'{", int8" if params["quantization"] else ""}) to '
-        f'{os.path.abspath(_OUT.value)} for {", ".join(manifest["platforms"])}')
+        f'{os.path.abspath(FLAGS.out)} for {", ".join(manifest["platforms"])}')
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

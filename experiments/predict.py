@@ -28,22 +28,28 @@ from bigml_jax import serving
 from bigml_jax.errors import ConfigError
 from bigml_jax.serving import inputs as inputs_lib
 
-_MODEL = flags.DEFINE_string('model', None, 'Directory written by '
-                             'python -m experiments.export.')
-_INPUTS = flags.DEFINE_string('inputs', None, 'An image (.png, .jpg, .npy), '
-                              'a directory of them, or a text file.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 64, 'Inputs per model call.')
-_MAX_NEW_TOKENS = flags.DEFINE_integer('max_new_tokens', None, 'Language '
-                                       'models: tokens to add (default: the '
-                                       "export's maximum).")
-_TEMPERATURE = flags.DEFINE_float('temperature', None, '0 = greedy (default: '
-                                  "the run's sampling config).")
-_TOP_K = flags.DEFINE_integer('top_k', None, 'Draw from the k likeliest '
-                              'tokens (0 = all).')
-_TOP_P = flags.DEFINE_float('top_p', None, 'Draw from the likeliest tokens '
-                            'that together reach this probability.')
-_SEED = flags.DEFINE_integer('seed', None, 'PRNG seed of the draws.')
-flags.mark_flags_as_required(['model', 'inputs'])
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """The flags, defined when run as a program only: tests import its
+  functions beside other CLIs that use the same names."""
+  flags.DEFINE_string('model', None, 'Directory written by '
+                      'python -m experiments.export.')
+  flags.DEFINE_string('inputs', None, 'An image (.png, .jpg, .npy), '
+                      'a directory of them, or a text file.')
+  flags.DEFINE_integer('batch_size', 64, 'Inputs per model call.')
+  flags.DEFINE_integer('max_new_tokens', None, 'Language '
+                       'models: tokens to add (default: the '
+                       "export's maximum).")
+  flags.DEFINE_float('temperature', None, '0 = greedy (default: '
+                     "the run's sampling config).")
+  flags.DEFINE_integer('top_k', None, 'Draw from the k likeliest '
+                       'tokens (0 = all).')
+  flags.DEFINE_float('top_p', None, 'Draw from the likeliest tokens '
+                     'that together reach this probability.')
+  flags.DEFINE_integer('seed', None, 'PRNG seed of the draws.')
+  flags.mark_flags_as_required(['model', 'inputs'])
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.npy')
 
@@ -134,9 +140,9 @@ def main(argv):
     sys.exit(f'error: unexpected arguments: {" ".join(argv[1:])}')
   try:
     records = predict_file(
-        _MODEL.value, _INPUTS.value, batch_size=_BATCH_SIZE.value,
-        max_new_tokens=_MAX_NEW_TOKENS.value, temperature=_TEMPERATURE.value,
-        top_k=_TOP_K.value, top_p=_TOP_P.value, seed=_SEED.value)
+        FLAGS.model, FLAGS.inputs, batch_size=FLAGS.batch_size,
+        max_new_tokens=FLAGS.max_new_tokens, temperature=FLAGS.temperature,
+        top_k=FLAGS.top_k, top_p=FLAGS.top_p, seed=FLAGS.seed)
   except ConfigError as e:
     sys.exit('error: ' + ' '.join(str(e).split()))
   for record in records:
@@ -144,4 +150,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -27,40 +27,46 @@ from bigml_jax import serving
 from bigml_jax.errors import ConfigError
 from bigml_jax.serving import server as server_lib
 
-_MODEL = flags.DEFINE_string('model', None, 'Directory written by '
-                             'python -m experiments.export.')
-_HOST = flags.DEFINE_string('host', '127.0.0.1', 'Address to listen on '
-                            '(0.0.0.0: every interface).')
-_PORT = flags.DEFINE_integer('port', 8000, 'Port to listen on.')
-_MAX_BATCH = flags.DEFINE_integer('max_batch', 64, 'Most rows per model call '
-                                  '(1: no batching).')
-_MAX_WAIT_MS = flags.DEFINE_float('max_wait_ms', 5.0, 'Longest a request '
-                                  'waits for others to join its batch.')
-_BATCH_SIZES = flags.DEFINE_list('batch_sizes', None, 'Sizes batches are '
-                                 'padded to (default 1, 4, 16, ..., '
-                                 'max_batch).')
-_MAX_QUEUE = flags.DEFINE_integer('max_queue', None, 'Rows waiting before '
-                                  'requests get 503 (default 4 x max_batch).')
-flags.mark_flags_as_required(['model'])
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """The flags, defined when run as a program only: tests import its
+  functions beside other CLIs that use the same names."""
+  flags.DEFINE_string('model', None, 'Directory written by '
+                      'python -m experiments.export.')
+  flags.DEFINE_string('host', '127.0.0.1', 'Address to listen on '
+                      '(0.0.0.0: every interface).')
+  flags.DEFINE_integer('port', 8000, 'Port to listen on.')
+  flags.DEFINE_integer('max_batch', 64, 'Most rows per model call '
+                       '(1: no batching).')
+  flags.DEFINE_float('max_wait_ms', 5.0, 'Longest a request '
+                     'waits for others to join its batch.')
+  flags.DEFINE_list('batch_sizes', None, 'Sizes batches are '
+                    'padded to (default 1, 4, 16, ..., '
+                    'max_batch).')
+  flags.DEFINE_integer('max_queue', None, 'Rows waiting before '
+                       'requests get 503 (default 4 x max_batch).')
+  flags.mark_flags_as_required(['model'])
 
 
 def _options() -> dict:
-  if _MAX_BATCH.value < 1 or _MAX_WAIT_MS.value < 0 or (
-      _MAX_QUEUE.value is not None and _MAX_QUEUE.value < _MAX_BATCH.value):
+  if FLAGS.max_batch < 1 or FLAGS.max_wait_ms < 0 or (
+      FLAGS.max_queue is not None and FLAGS.max_queue < FLAGS.max_batch):
     raise ConfigError('--max_batch must be >= 1, --max_wait_ms >= 0 and '
                       '--max_queue >= max_batch')
   sizes = None
-  if _BATCH_SIZES.value:
+  if FLAGS.batch_sizes:
     try:
-      sizes = sorted({int(s) for s in _BATCH_SIZES.value})
+      sizes = sorted({int(s) for s in FLAGS.batch_sizes})
     except ValueError:
       raise ConfigError(f'--batch_sizes takes integers, got '
-                        f'{",".join(_BATCH_SIZES.value)}') from None
-    if sizes[0] < 1 or sizes[-1] != _MAX_BATCH.value:
+                        f'{",".join(FLAGS.batch_sizes)}') from None
+    if sizes[0] < 1 or sizes[-1] != FLAGS.max_batch:
       raise ConfigError(f'--batch_sizes must be >= 1 and end at --max_batch '
-                        f'{_MAX_BATCH.value}, got {",".join(map(str, sizes))}')
-  return dict(max_batch=_MAX_BATCH.value, max_wait_ms=_MAX_WAIT_MS.value,
-              max_queue=_MAX_QUEUE.value, batch_sizes=sizes)
+                        f'{FLAGS.max_batch}, got {",".join(map(str, sizes))}')
+  return dict(max_batch=FLAGS.max_batch, max_wait_ms=FLAGS.max_wait_ms,
+              max_queue=FLAGS.max_queue, batch_sizes=sizes)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -82,8 +88,8 @@ def main(argv):
     sys.exit(f'error: unexpected arguments: {" ".join(argv[1:])}')
   try:
     options = _options()
-    sock = _listen(_HOST.value, _PORT.value)
-    model = serving.load(_MODEL.value)
+    sock = _listen(FLAGS.host, FLAGS.port)
+    model = serving.load(FLAGS.model)
   except ConfigError as e:
     sys.exit('error: ' + ' '.join(str(e).split()))
   start = time.time()
@@ -91,7 +97,7 @@ def main(argv):
   batcher = app_.state.batcher
   logging.info('serving %s (%s) on http://%s:%d; batch sizes %s compiled in '
                '%.1f s, max wait %.1f ms, 503 past %d queued rows',
-               model.export_dir, model.kind, _HOST.value,
+               model.export_dir, model.kind, FLAGS.host,
                sock.getsockname()[1],
                ','.join(map(str, batcher.batch_sizes)), time.time() - start,
                batcher.max_wait * 1000, batcher.max_queue)
@@ -101,4 +107,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)
