@@ -55,7 +55,8 @@ def _perplexity(config, sources, export_dir: str) -> float:
       artifact.read_params(export_dir)))
   model = build_model(config.model, vocab_size=served.tokenizer.vocab_size)
   task = lm.LMTask(model)
-  step = jax.jit(lambda p, b: task.loss_and_metrics(p, b, jax.random.key(0), False)[1])
+  step = jax.jit(lambda p, b: task.loss_and_metrics(
+      p, b, jax.random.key(0), False)[1])
   sums = {'loss_sum': 0.0, 'correct': 0.0, 'count': 0.0}
   for batch in pipeline.eval_batches(sources.eval,
                                      pipeline.make_preprocess(config.dataset),

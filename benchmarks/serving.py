@@ -19,14 +19,26 @@ in-process rows/s at batch 64. The machine's load average is printed before
 and after: on a shared machine, rerun when it is quiet.
 """
 
+import os
+import sys
+
+from bigml_jax import host
+
+if __name__ == '__main__' and not os.environ.get('BIGML_JAX_SERVE_RESTARTED'):
+  # Huge pages for XLA:CPU, as experiments.serve runs with: the in-process
+  # side must run as the server does (its children inherit the setting).
+  _ENVIRON = host.environ_for_run(os.environ)
+  if _ENVIRON is not None:
+    _ENVIRON['BIGML_JAX_SERVE_RESTARTED'] = '1'
+    os.execve(sys.executable, sys.orig_argv, _ENVIRON)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import argparse
 import asyncio
 import json
-import os
 import platform
 import re
 import subprocess
-import sys
 import threading
 import time
 
@@ -40,7 +52,7 @@ _TEXT = 'Anything that can go wrong will go wrong.'
 _PROMPT = 'And God said'
 
 
-def _request(model, max_new_tokens: int) -> tuple[str, dict]:
+def request_for(model, max_new_tokens: int) -> tuple[str, dict]:
   """One request's endpoint and body."""
   if model.kind == 'generator':
     return '/v1/generate', {'prompt': _PROMPT, 'temperature': 1.0,
@@ -63,7 +75,7 @@ def in_process(model, batch: int, max_new_tokens: int, *,
     call = lambda i: model.generate_ids(
         [ids] * batch, [dict(options, seed=i)] * batch, prefill=1, rest=rest)
   else:
-    _, body = _request(model, max_new_tokens)
+    _, body = request_for(model, max_new_tokens)
     rows = [model.preprocess_one(body['inputs'][0])] * batch
     call = lambda i: model.logits(model.batch(rows))
   call(0)  # Compiles.
@@ -121,8 +133,10 @@ async def _client(host: str, port: int, request: bytes, count, latencies):
     writer.close()
 
 
-async def _load(url: str, path: str, body: dict, concurrency: int,
+async def drive(url: str, path: str, body: dict, concurrency: int,
                 requests: int) -> dict:
+  """`requests` POSTs of `body` to url + path over `concurrency`
+  connections: requests/s and p50/p99 latency (ms)."""
   host, port = url.split('//')[1].rsplit(':', 1)
   data = json.dumps(body).encode()
   request = (f'POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: '
@@ -150,7 +164,7 @@ def over_http(model_dir: str, path: str, body: dict,
   """One server, measured at each (concurrency, requests) in turn."""
   server = Server(model_dir, max_batch, max_wait_ms)
   try:
-    return [asyncio.run(_load(server.url, path, body, c, n))
+    return [asyncio.run(drive(server.url, path, body, c, n))
             for c, n in levels]
   finally:
     server.close()
@@ -169,8 +183,9 @@ def main():
   parser.add_argument('--max_wait_ms', type=float, default=5.0)
   args = parser.parse_args()
   model = artifact.load(args.model)
-  path, body = _request(model, args.max_new_tokens)
-  print(f'load average before: {os.getloadavg()[0]:.1f}')
+  path, body = request_for(model, args.max_new_tokens)
+  print(f'load average before: {os.getloadavg()[0]:.1f}; GLIBC_TUNABLES='
+        f'{os.environ.get("GLIBC_TUNABLES", "")}')
   print(f'{platform.processor() or platform.machine()}, {os.cpu_count()} '
         f'CPUs, {jax.devices()[0].device_kind}, jax {jax.__version__}; '
         f'{args.model} ({model.kind}, {model.manifest["model"]})')

@@ -13,9 +13,9 @@
 
 Requests wait in one bounded queue; a worker takes up to `max_batch` rows
 once the oldest has waited `max_wait_ms` (or at once when that many are
-waiting), pads them to the smallest of `batch_sizes` that holds them and
-runs the model on a thread of its own, while the event loop goes on
-accepting. Every batch size is compiled before the server listens, so
+waiting), pads them to one of `batch_sizes` (`DynamicBatcher._take` says
+how much it pads) and runs the model on a thread of its own, while the
+event loop goes on accepting; what arrives meanwhile forms the next batch. Every batch size is compiled before the server listens, so
 nothing compiles under load. A request is checked whole before it joins
 the queue: a bad one is answered 400 with one line and never reaches a
 batch; a full queue answers 503. `"batch"` in a response says which batch
@@ -47,12 +47,11 @@ DEFAULT_MAX_BODY_BYTES = 4 << 20
 
 
 def default_batch_sizes(max_batch: int) -> tuple[int, ...]:
-  """1, 4, 16, ... below max_batch, and max_batch: a few shapes to compile,
-  each at most 4x the rows it holds."""
+  """1, 2, 4, ... below max_batch, and max_batch: a few shapes to compile."""
   sizes, size = [], 1
   while size < max_batch:
     sizes.append(size)
-    size *= 4
+    size *= 2
   return tuple(sizes) + (max_batch,)
 
 
@@ -173,12 +172,31 @@ class DynamicBatcher:
         start += len(p.rows)
 
   def _take(self) -> list[_Pending]:
-    batch, rows = [], 0
-    while self._pending and rows + len(self._pending[0].rows) <= self.max_batch:
-      p = self._pending.popleft()
-      batch.append(p)
+    """The oldest requests for the next batch.
+
+    All that fit in max_batch, padded up to the next batch size when the
+    padding is at most a quarter of it; otherwise as many as fill the
+    largest size below, and the rest run next, at once (their wait is over):
+    a padding row costs as much as a real one.
+    """
+    fitting, rows = [], 0
+    for p in self._pending:
+      if rows + len(p.rows) > self.max_batch:
+        break
+      fitting.append(p)
       rows += len(p.rows)
-    self._queued_rows -= rows
+    target = rows
+    if 4 * (self.padded_size(rows) - rows) > self.padded_size(rows):
+      target = max((s for s in self.batch_sizes if s <= rows), default=rows)
+    batch, taken = [], 0
+    for p in fitting:
+      if batch and taken + len(p.rows) > target:
+        break
+      batch.append(p)
+      taken += len(p.rows)
+    for _ in batch:
+      self._pending.popleft()
+    self._queued_rows -= taken
     return batch
 
   def _count(self, info: dict[str, Any]) -> None:

@@ -17,10 +17,10 @@ def test_serving_benchmark_measures_both_sides(cnn_export):
   model = load(cnn_export)
   local = serving_benchmark.in_process(model, 4, 8, seconds=0.05)
   assert local['rows_per_s'] > 0 and local['call_s'] > 0
-  path, body = serving_benchmark._request(model, 8)  # pylint: disable=protected-access
+  path, body = serving_benchmark.request_for(model, 8)
   app = make_app(model, max_batch=4, max_wait_ms=0, batch_sizes=(1, 4))
   with _serving(app) as url:
-    r = asyncio.run(serving_benchmark._load(url, path, body, 4, 20))  # pylint: disable=protected-access
+    r = asyncio.run(serving_benchmark.drive(url, path, body, 4, 20))
     info = httpx.get(url + '/v1/model').json()
   assert r['requests_per_s'] > 0 and 0 < r['p50_ms'] <= r['p99_ms']
   # 4 warm-up requests and 20 measured ones, every one answered.

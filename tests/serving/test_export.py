@@ -19,6 +19,7 @@ from bigml_jax.data import text as text_lib
 from bigml_jax.models import sampling
 from bigml_jax.serving import artifact, export, quantize
 from bigml_jax.serving import load, InputError
+from experiments.export import export_workdir
 from tests.serving.conftest import CNN, GPT, MAX_NEW_TOKENS
 
 _RNG = np.random.default_rng(0)
@@ -184,7 +185,6 @@ def test_int8_shrinks_the_weights_and_keeps_the_predictions(cnn_run,
       assert np.all(error <= stored[name + ':scale'] / 2 + 1e-7)
     else:
       assert stored[name] is w
-  from experiments.export import export_workdir  # pylint: disable=g-import-not-at-top
   manifest = export_workdir(cnn_run, str(tmp_path / 'int8'), quantize='int8')
   sizes = manifest['params']
   assert sizes['quantization'] == 'int8'
@@ -242,7 +242,6 @@ def test_damaged_or_missing_artifacts(cnn_export, tmp_path):
 
 
 def test_export_writes_nothing_into_a_used_directory(cnn_run, tmp_path):
-  from experiments.export import export_workdir  # pylint: disable=g-import-not-at-top
   (tmp_path / 'used').mkdir()
   (tmp_path / 'used' / 'mine.txt').write_text('keep')
   with pytest.raises(ConfigError, match='already exists and is not empty'):
