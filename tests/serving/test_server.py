@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 
 from bigml_jax.serving import load, make_app
+from bigml_jax.serving import server as server_lib
 
 _FOREVER_MS = 600_000  # Longer than any test: batches run when full.
 
@@ -213,3 +214,20 @@ def test_generate_over_http(gpt_export):
   assert out[3]['seed'] == 5 and 0 <= out[0]['seed'] < 2**32
   assert info['batching']['batch_rows'] == {'4': 1}
   assert info['model']['kind'] == 'generator'
+
+
+@pytest.mark.parametrize('rows, taken', [
+    ([1] * 70, 64), ([1] * 63, 63), ([1] * 40, 32), ([1] * 20, 16),
+    ([1] * 7, 7), ([1] * 5, 4), ([3], 3), ([3, 3], 6), ([3, 2, 40], 5),
+])
+def test_a_batch_pads_at_most_a_quarter(rows, taken):
+  batcher = server_lib.DynamicBatcher(
+      lambda rows, size: rows, max_batch=64, max_wait_ms=0, max_queue=1000,
+      batch_sizes=server_lib.default_batch_sizes(64))
+  assert batcher.batch_sizes == (1, 2, 4, 8, 16, 32, 64)
+  for n in rows:
+    batcher._pending.append(server_lib._Pending([0] * n, None, 0.0))  # pylint: disable=protected-access
+    batcher._queued_rows += n  # pylint: disable=protected-access
+  batch = batcher._take()  # pylint: disable=protected-access
+  assert sum(len(p.rows) for p in batch) == taken
+  assert batcher.queued == sum(rows) - taken
