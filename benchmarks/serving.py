@@ -7,7 +7,7 @@ concurrency c it measures
   in-process: the artifact's compiled function (jit) on batches of c rows,
     called back to back: rows/s and the latency of one call;
   server, batching on: `python -m experiments.serve` (max_batch 64,
-    --max_wait_ms) in its own process, c clients (keep-alive connections of
+    --max_wait_ms, default 0 as the server's) in its own process, c clients (keep-alive connections of
     a minimal asyncio client in this process) each sending one request
     after another: requests/s and p50/p99 latency;
   server, batching off: the same with max_batch 1.
@@ -180,7 +180,7 @@ def main():
   parser.add_argument('--max_new_tokens', type=int, default=32)
   parser.add_argument('--seconds', type=float, default=5.0,
                       help='In-process timing per batch size.')
-  parser.add_argument('--max_wait_ms', type=float, default=5.0)
+  parser.add_argument('--max_wait_ms', type=float, default=0.0)
   args = parser.parse_args()
   model = artifact.load(args.model)
   path, body = request_for(model, args.max_new_tokens)

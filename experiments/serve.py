@@ -58,8 +58,10 @@ def _define_flags():
   flags.DEFINE_integer('port', 8000, 'Port to listen on.')
   flags.DEFINE_integer('max_batch', 64, 'Most rows per model call '
                        '(1: no batching).')
-  flags.DEFINE_float('max_wait_ms', 5.0, 'Longest a request '
-                     'waits for others to join its batch.')
+  flags.DEFINE_float('max_wait_ms', 0.0, 'Longest a request '
+                     'waits for others to join its batch (0: a batch '
+                     'starts when the model is free; what arrives while it '
+                     'runs forms the next).')
   flags.DEFINE_list('batch_sizes', None, 'Sizes batches are '
                     'padded to (default 1, 4, 16, ..., '
                     'max_batch).')

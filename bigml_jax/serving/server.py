@@ -306,7 +306,7 @@ def _raw_input(model: artifact.Classifier, value: Any) -> Any:
 
 
 def make_app(model: artifact.Classifier | artifact.Generator, *,
-             max_batch: int = 64, max_wait_ms: float = 5.0,
+             max_batch: int = 64, max_wait_ms: float = 0.0,
              max_queue: int | None = None,
              batch_sizes: Sequence[int] | None = None,
              max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -317,7 +317,11 @@ def make_app(model: artifact.Classifier | artifact.Generator, *,
     model: the loaded artifact.
     max_batch: most rows (inputs or prompts) in one model call; also the
       most inputs one request may carry.
-    max_wait_ms: longest a request waits for others to join its batch.
+    max_wait_ms: longest a request waits for others to join its batch. At
+      0 (the default, as in TF Serving and Triton) a batch starts as soon
+      as the model is free, and what arrives while it runs forms the next
+      one; a wait fills batches when requests come faster than the model
+      takes them but slower than it runs.
     max_queue: most rows waiting before requests get 503 (default 4 x
       max_batch).
     batch_sizes: the sizes batches are padded to (default
