@@ -206,6 +206,12 @@ def export_model(out_dir: str, model: nn.Module, params: Any, *, kind: str,
     input_spec = dict(input_spec)
     if input_spec['kind'] == 'text':
       input_spec['any_length'] = True
+    # What `inputs.py` does, in words, for readers of the manifest.
+    input_spec['preprocessing'] = (
+        f'tokenizer.json ids, truncated to {input_spec.get("max_length")} and '
+        'padded with 0' if input_spec['kind'] == 'text' else
+        f'{input_spec["dtype"]} [H, W, C] as stored; integer pixels / 255 -> '
+        'float32')
     exported = _classifier_function(model, stored, input_spec, dtype,
                                     platforms)
     num_classes = exported.out_avals[0].shape[-1]
@@ -228,7 +234,8 @@ def export_model(out_dir: str, model: nn.Module, params: Any, *, kind: str,
         artifact.inputs_lib.PAD_ID, platforms)
     sampling = dict(sampling or {})
     manifest.update(
-        input={'kind': 'text'},
+        input={'kind': 'text', 'preprocessing': 'EOS, then tokenizer.json '
+               'ids'},
         generation={
             'max_new_tokens': max_new_tokens, 'max_len': model.max_len,
             'max_prompt_tokens': model.max_len - max_new_tokens - 1,
