@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ import pytest
 
 from bigml_jax.errors import ConfigError
 from bigml_jax.serving import load
+from experiments import serve as serve_cli
 from experiments.predict import predict_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -81,23 +83,24 @@ def test_export_cli_mistakes_end_in_one_line(tmp_path):
   assert not (tmp_path / 'out').exists()
 
 
-def test_predict_cli_prints_json_lines(cnn_export, gpt_export, tmp_path):
+def test_predict_cli_prints_json_lines(cnn_export, tmp_path):
   Image.fromarray(_IMAGES[0, ..., 0]).save(tmp_path / 'a.png')
   np.save(tmp_path / 'b.npy', _IMAGES[1:])
-  (tmp_path / 'prompts.txt').write_text('And God\n\nIn the\n')
   images = _run('-m', 'experiments.predict', f'--model={cnn_export}',
                 f'--inputs={tmp_path}')
-  texts = _run('-m', 'experiments.predict', f'--model={gpt_export}',
-               f'--inputs={tmp_path / "prompts.txt"}', '--temperature=0')
   assert images.returncode == 0, images.stderr[-3000:]
   want = load(cnn_export)(_IMAGES)
   assert [json.loads(l) for l in images.stdout.splitlines()] == [
       dict(input=name, **p) for name, p in zip(
           [f'{tmp_path}/a.png', f'{tmp_path}/b.npy[0]', f'{tmp_path}/b.npy[1]'],
           want)]
-  assert texts.returncode == 0, texts.stderr[-3000:]
+
+
+def test_predict_continues_each_prompt_line(gpt_export, tmp_path):
+  (tmp_path / 'prompts.txt').write_text('And God\n\nIn the\n')
   completions = load(gpt_export)(['And God', 'In the'], temperature=0.0)
-  assert [json.loads(l) for l in texts.stdout.splitlines()] == [
+  assert predict_file(gpt_export, str(tmp_path / 'prompts.txt'),
+                      temperature=0.0) == [
       {'input': f'{tmp_path}/prompts.txt:1', 'prompt': 'And God',
        'completion': completions[0]},
       {'input': f'{tmp_path}/prompts.txt:3', 'prompt': 'In the',
@@ -146,15 +149,12 @@ def test_serve_cli_answers_http_until_stopped(cnn_export):
   assert 'Traceback' not in rest
 
 
-def test_serve_cli_refuses_a_busy_port(cnn_export):
-  import socket  # pylint: disable=g-import-not-at-top
+def test_serve_refuses_a_busy_port():
   with socket.socket() as busy:
     busy.bind(('127.0.0.1', 0))
     busy.listen()
     port = busy.getsockname()[1]
-    proc = _run('-m', 'experiments.serve', f'--model={cnn_export}',
-                f'--port={port}')
-  assert proc.returncode == 1
-  assert proc.stderr.strip().splitlines()[-1] == (
-      f'error: cannot listen on 127.0.0.1:{port} (Address already in use); '
-      'pick another --port or --host')
+    with pytest.raises(ConfigError, match=re.escape(
+        f'cannot listen on 127.0.0.1:{port} (Address already in use); pick '
+        'another --port or --host')):
+      serve_cli._listen('127.0.0.1', port)  # pylint: disable=protected-access
