@@ -41,6 +41,7 @@ import re
 import subprocess
 import threading
 import time
+import urllib.request
 
 import jax
 import numpy as np
@@ -161,13 +162,22 @@ async def drive(url: str, path: str, body: dict, concurrency: int,
 def over_http(model_dir: str, path: str, body: dict,
               levels: list[tuple[int, int]], *, max_batch: int,
               max_wait_ms: float) -> list[dict]:
-  """One server, measured at each (concurrency, requests) in turn."""
+  """One server, measured at each (concurrency, requests) in turn; with
+  the mean rows per batch it ran (warm-up included), from /v1/model."""
   server = Server(model_dir, max_batch, max_wait_ms)
+  results, before = [], {'rows': 0, 'batches': 0}
   try:
-    return [asyncio.run(drive(server.url, path, body, c, n))
-            for c, n in levels]
+    for c, n in levels:
+      result = asyncio.run(drive(server.url, path, body, c, n))
+      with urllib.request.urlopen(server.url + '/v1/model') as response:
+        stats = json.load(response)['batching']
+      result['rows_per_batch'] = ((stats['rows'] - before['rows']) /
+                                  (stats['batches'] - before['batches']))
+      results.append(result)
+      before = stats
   finally:
     server.close()
+  return results
 
 
 def main():
@@ -190,8 +200,8 @@ def main():
         f'CPUs, {jax.devices()[0].device_kind}, jax {jax.__version__}; '
         f'{args.model} ({model.kind}, {model.manifest["model"]})')
   print('| concurrency | in-process rows/s (ms per call) | batching on: '
-        'req/s, p50 / p99 ms | batching off: req/s, p50 / p99 ms | on / '
-        'in-process |')
+        'req/s, p50 / p99 ms (rows per batch) | batching off: req/s, p50 / '
+        'p99 ms | on / in-process |')
   print('|---:|---:|---:|---:|---:|')
   generator = model.kind == 'generator'
   levels = [(c, args.requests or max(c * (4 if generator else 40),
@@ -205,8 +215,9 @@ def main():
   for (c, _), l, a, b in zip(levels, local, on, off):
     print(f'| {c} | {l["rows_per_s"]:,.0f} ({l["call_s"] * 1000:.1f}) | '
           f'{a["requests_per_s"]:,.0f}, {a["p50_ms"]:.1f} / {a["p99_ms"]:.1f} '
-          f'| {b["requests_per_s"]:,.0f}, {b["p50_ms"]:.1f} / '
-          f'{b["p99_ms"]:.1f} | {a["requests_per_s"] / l["rows_per_s"]:.0%} |')
+          f'({a["rows_per_batch"]:.1f}) | {b["requests_per_s"]:,.0f}, '
+          f'{b["p50_ms"]:.1f} / {b["p99_ms"]:.1f} | '
+          f'{a["requests_per_s"] / l["rows_per_s"]:.0%} |')
   print(f'load average after: {os.getloadavg()[0]:.1f}')
 
 
