@@ -5,10 +5,12 @@ import functools
 import json
 import os
 import shutil
+import types
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -282,3 +284,16 @@ def test_images_as_lists_or_2d_give_the_same_prediction(cnn_export):
   a, b = served([image.tolist(), image[..., None]])
   assert a == b and len(a['probabilities']) == 10
   assert a['label'] == str(int(np.argmax(a['probabilities'])))
+
+
+@pytest.mark.parametrize('task', ['gan', 'mlm'])
+def test_runs_that_neither_classify_nor_generate_are_refused(task, tmp_path):
+  run = types.SimpleNamespace(
+      config=ml_collections.ConfigDict({'task': task,
+                                        'dataset': {'name': 'any'}}),
+      tokenizer=None, workdir='/runs/x', step=5, task=None, params=None,
+      sources=None)
+  with pytest.raises(ConfigError, match=f'/runs/x is a {task} run; export '
+                     'serves classifiers and language models'):
+    export.export_run(run, str(tmp_path / 'out'))
+  assert not os.listdir(tmp_path)
