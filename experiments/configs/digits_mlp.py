@@ -23,3 +23,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer = _common.optimizer('sgd', 0.05, warmup_steps=50,
                                        weight_decay=1e-4, momentum=0.9)
   return config
+
+
+def get_sweep() -> dict:
+  """The search space of `python -m experiments.sweep` (README, Tuning)."""
+  return {
+      'metric': 'loss', 'mode': 'min',
+      'space': {
+          'optimizer.learning_rate': 'loguniform(5e-3, 0.5)',
+          'optimizer.weight_decay': 'loguniform(1e-6, 1e-2)',
+          'model.dropout_rate': 'uniform(0.0, 0.6)',
+      }}
