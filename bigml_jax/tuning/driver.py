@@ -135,7 +135,7 @@ def make_sweep(config_file: str, config: ml_collections.ConfigDict,
                       f'{config_file} or pass --space=FIELD=DISTRIBUTION, '
                       'e.g. --space=optimizer.learning_rate=loguniform(1e-4, '
                       '1e-1)')
-  space_lib.check_space(space, config, '--space or get_sweep()')
+  space_lib.check_space(space, config)
   metric = metric or spec.get('metric') or 'loss'
   mode = mode or spec.get('mode') or 'min'
   if mode not in ('min', 'max'):
@@ -180,14 +180,22 @@ def open_storage(sweep: Sweep) -> optuna.storages.BaseStorage:
   engine = {'pool_pre_ping': True}
   if url.startswith('postgresql'):
     engine['connect_args'] = {'connect_timeout': 10}
+  if url.startswith('postgresql://'):
+    # SQLAlchemy 2.1 reads these with psycopg 3; the [sweep] extra
+    # installs psycopg2.
+    url = 'postgresql+psycopg2://' + url[len('postgresql://'):]
   try:
     return optuna.storages.RDBStorage(
         url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
         grace_period=GRACE_S, heartbeat_stale_trial_callback=retry_trial)
+  except ImportError as e:
+    raise ConfigError(f'storage {_mask(sweep.storage)}: its database driver '
+                      f'is not installed ({e.__cause__ or e}); pip install '
+                      "'bigml_jax[sweep]' (psycopg2, for PostgreSQL)") from None
   except Exception as e:  # pylint: disable=broad-except
     # SQLAlchemy wraps the driver's error; its first line names the cause.
     cause = str(getattr(e, 'orig', None) or e).strip().splitlines()
-    raise ConfigError(f'storage {_mask(url)} is unreachable: '
+    raise ConfigError(f'storage {_mask(sweep.storage)} is unreachable: '
                       f'{cause[0] if cause else type(e).__name__}; start the '
                       'database or fix --storage') from None
 

@@ -36,10 +36,12 @@ _PLAIN = (type(None), bool, int, float, str)
 @dataclasses.dataclass(frozen=True)
 class Param:
   """One field's distribution: `kind` in KINDS; `args` are (low, high) for
-  ranges and the values for a choice; `text` is the canonical spelling."""
+  ranges and the values for a choice; `source` where it was written (for
+  error messages); `text` is the canonical spelling."""
   field: str
   kind: str
   args: tuple[Any, ...]
+  source: str = ''
 
   @property
   def text(self) -> str:
@@ -114,8 +116,8 @@ def parse_param(field: str, spec: str, source: str) -> Param:
     if twice:
       raise ConfigError(f'{where} lists {twice[0]!r} twice; list each value '
                         'once')
-    return Param(field, kind, args)
-  return Param(field, kind, _check_range(where, kind, args))
+    return Param(field, kind, args, source)
+  return Param(field, kind, _check_range(where, kind, args), source)
 
 
 def _check_range(where: str, kind: str, args: tuple[Any, ...]
@@ -174,13 +176,14 @@ def _node(config, field):
   return node, last
 
 
-def check_space(space: dict[str, Param], config: ml_collections.ConfigDict,
-                source: str) -> None:
+def check_space(space: dict[str, Param],
+                config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError unless every field of `space` is a field of `config`
   that takes each end of its range (or each choice) and still passes the
   config's checks (e.g. warmup_steps <= total_steps)."""
   fields = leaf_fields(config)
   for field, param in space.items():
+    source = param.source or 'search space'
     node, last = _node(config, field)
     if node is None or isinstance(node[last], ml_collections.ConfigDict):
       close = difflib.get_close_matches(field, fields, n=1, cutoff=0.6)
@@ -189,7 +192,9 @@ def check_space(space: dict[str, Param], config: ml_collections.ConfigDict,
       kind = 'a section, not a field' if node is not None else 'not a field'
       raise ConfigError(f'search space field {field} ({source}) is {kind} '
                         f'of the config; {hint}')
-    values = param.args
+    # Checked as the trials will draw them: a uniform's values are floats.
+    values = (tuple(map(float, param.args))
+              if param.kind in ('uniform', 'loguniform') else param.args)
     for value in values:
       trial = copy.deepcopy(config)
       target, _ = _node(trial, field)
