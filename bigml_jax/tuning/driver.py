@@ -185,9 +185,11 @@ def open_storage(sweep: Sweep) -> optuna.storages.BaseStorage:
     # installs psycopg2.
     url = 'postgresql+psycopg2://' + url[len('postgresql://'):]
   try:
-    return optuna.storages.RDBStorage(
-        url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
-        grace_period=GRACE_S, heartbeat_stale_trial_callback=retry_trial)
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+      return optuna.storages.RDBStorage(
+          url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
+          grace_period=GRACE_S, heartbeat_stale_trial_callback=retry_trial)
   except ImportError as e:
     raise ConfigError(f'storage {_mask(sweep.storage)}: its database driver '
                       f'is not installed ({e.__cause__ or e}); pip install '
@@ -237,6 +239,9 @@ def open_study(sweep: Sweep, storage) -> tuple[optuna.Study, bool]:
 def load_study(workdir: str, storage: str | None = None,
                study_name: str | None = None) -> optuna.Study:
   """A sweep's study, to read in a notebook (e.g. `.trials_dataframe()`)."""
+  if storage is None and not os.path.exists(os.path.join(workdir, JOURNAL)):
+    raise ConfigError(f'{workdir} holds no sweep ({JOURNAL} is missing); '
+                      'pass the --workdir of experiments.sweep')
   sweep = Sweep('', [], {}, 'loss', 'min', workdir, storage, study_name)
   return optuna.load_study(study_name=sweep.name, storage=open_storage(sweep))
 
@@ -508,24 +513,22 @@ def _tell(ctx, trial, returncode, prune_step, wall_s, metrics_path,
 # Workers
 
 
-def _is_enqueued(study, trial) -> bool:
-  frozen = study._storage.get_trial(trial._trial_id)  # pylint: disable=protected-access
-  return 'fixed_params' in frozen.system_attrs
-
-
 def _next_trial(ctx: _Context) -> optuna.Trial | None:
-  """The next trial to run, or None when the study has its N trials."""
+  """The next trial to run, or None when the study's N slots are taken.
+
+  Slots go to counted trials (report.counts) in the order of their numbers:
+  a waiting trial (the config's own values, a lost trial's retry, one you
+  enqueued) runs when its slot is among the first N.
+  """
   study = ctx.study
   with ctx.lock:  # Threads of one worker ask one at a time.
     recover_lost(study)
-    trials = study.get_trials(deepcopy=False)
-    waiting = any(t.state == TrialState.WAITING for t in trials)
-    if not waiting and sum(map(report.counts, trials)) >= ctx.trials:
+    counted = [t for t in study.get_trials(deepcopy=False) if report.counts(t)]
+    if (len(counted) >= ctx.trials and not any(
+        t.state == TrialState.WAITING for t in counted[:ctx.trials])):
       return None
     trial = study.ask()
-    if _is_enqueued(study, trial):
-      return trial
-    # Workers that asked at once: those past N give their trial back.
+    # Workers that asked at once: one past the N slots gives its trial back.
     before = [t for t in study.get_trials(deepcopy=False)
               if t.number < trial.number and report.counts(t)]
     if len(before) >= ctx.trials:
