@@ -80,7 +80,8 @@ def _env():
   tested elsewhere, and a trial on 8 starts ~30% slower."""
   env = dict(os.environ)
   env['XLA_FLAGS'] = env.get('XLA_FLAGS', '').replace(
-      '--xla_force_host_platform_device_count=8', '')
+      '--xla_force_host_platform_device_count=8',
+      '--xla_force_host_platform_device_count=1')
   return env
 
 
@@ -290,6 +291,18 @@ def test_a_metric_the_run_does_not_log_ends_the_sweep(tmp_path, config_file):
   assert not workdir.exists()
 
 
+def test_a_run_that_fails_before_its_first_step_ends_the_sweep(
+    tmp_path, config_file):
+  workdir = tmp_path / 'sweep'
+  proc = sweep(f'--config={config_file}', f'--workdir={workdir}',
+               '--trials=3', '--config.dataset.name=mnist')
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      'error: trial 0 failed before its first step (exit code 1): dataset '
+      "'mnist' is not prepared under ")
+  assert not workdir.exists()
+
+
 @pytest.mark.parametrize('args, message', [
     (['--space=optimizer.learnig_rate=loguniform(1e-3, 1e-1)'],
      'error: search space field optimizer.learnig_rate (--space) is not a '
@@ -376,3 +389,35 @@ def test_space_parses_every_kind_and_fixes_overridden_fields():
   values = {f: p.suggest(trial) for f, p in sweep.space.items()}
   assert values['model.features'] in ((16,), (32, 32))
   assert trial.params['model.features'] in ('(16,)', '(32, 32)')
+
+
+def test_a_trial_whose_machine_went_silent_runs_again(tmp_path):
+  """On a database, a worker on another machine is lost when its trial's
+  heartbeat goes stale: the trial fails and its parameters wait to run
+  again, in its workdir."""
+  url = os.environ.get(POSTGRES)
+  if not url:
+    pytest.fail(f'{POSTGRES} is not set: start the test server with '
+                'eval "$(bash tests/start_postgres.sh)"')
+  sweep = tuning.Sweep('tiny.py', [], {}, 'loss', 'min', str(tmp_path),
+                       storage=url, study_name=f'hb_{tmp_path.name}')
+  storage = driver.open_storage(sweep)
+  storage.heartbeat_interval, storage.grace_period = 1, 1
+  study = optuna.create_study(study_name=sweep.name, storage=storage)
+  trial = study.ask()
+  trial.suggest_float('optimizer.learning_rate', 1e-3, 1e-1, log=True)
+  for key, value in {'host': 'elsewhere', 'worker': '1:1',
+                     'workdir': 'trials/0000'}.items():
+    trial.set_user_attr(key, value)
+  storage.record_heartbeat(trial._trial_id)  # pylint: disable=protected-access
+
+  def lost():
+    driver.recover_lost(study)
+    return study.get_trials()[0].state == TrialState.FAIL
+
+  wait_for(lost, 'the heartbeat to go stale', timeout=60)
+  lost_trial, retry = study.get_trials()
+  assert retry.state == TrialState.WAITING
+  assert retry.user_attrs == {'retry_of': 0, 'workdir': 'trials/0000'}
+  assert retry.system_attrs['fixed_params'] == lost_trial.params
+  optuna.delete_study(study_name=sweep.name, storage=storage)

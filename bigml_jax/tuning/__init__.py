@@ -16,9 +16,9 @@ trial's flagfile, the plots and TensorBoard hparams.
 
 from bigml_jax.tuning.driver import load_study
 from bigml_jax.tuning.driver import make_sweep
-from bigml_jax.tuning.driver import MetricNotLogged
 from bigml_jax.tuning.driver import Result
 from bigml_jax.tuning.driver import run_sweep
+from bigml_jax.tuning.driver import SetupError
 from bigml_jax.tuning.driver import Sweep
 from bigml_jax.tuning.report import format_table
 from bigml_jax.tuning.space import check_space

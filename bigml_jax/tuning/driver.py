@@ -300,11 +300,10 @@ def _wait_gone(ident: str, what: str) -> None:
 def recover_lost(study: optuna.Study) -> None:
   """Fails the RUNNING trials whose worker is gone (on this machine: its
   process; elsewhere: its database heartbeat) and enqueues them again."""
+  with warnings.catch_warnings():  # A no-op without heartbeats (journal).
+    warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+    optuna.storages.fail_stale_trials(study)
   storage = study._storage  # pylint: disable=protected-access
-  if isinstance(storage, optuna.storages.RDBStorage):  # It has heartbeats.
-    with warnings.catch_warnings():
-      warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-      optuna.storages.fail_stale_trials(study)
   for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
     attrs = trial.user_attrs
     if attrs.get('host') != HOST or 'worker' not in attrs:
@@ -324,8 +323,9 @@ def recover_lost(study: optuna.Study) -> None:
 # One trial
 
 
-class MetricNotLogged(ConfigError):
-  """The sweep's metric is not in the runs' eval rows."""
+class SetupError(ConfigError):
+  """A mistake every trial would make (a metric the runs do not log, a run
+  that fails before its first step): it ends the sweep."""
 
 
 def _read_rows(path: str) -> list[dict[str, Any]]:
@@ -370,6 +370,7 @@ else:
 class _Context:
   """What a sweep's worker threads share."""
   sweep: Sweep
+  storage: optuna.storages.BaseStorage
   study: optuna.Study
   trials: int
   stop: threading.Event
@@ -388,7 +389,7 @@ def _check_metric(ctx: _Context, row: dict[str, Any]) -> None:
     import difflib  # pylint: disable=g-import-not-at-top
     close = difflib.get_close_matches(metric, logged, n=1)
     hint = f'did you mean {close[0]}? ' if close else ''
-    raise MetricNotLogged(
+    raise SetupError(
         f'metric {metric} is not logged by this run\'s evals (they log '
         f'{", ".join(logged)}); {hint}pass --metric=NAME (and --mode) or fix '
         'get_sweep()')
@@ -408,9 +409,8 @@ def _run_trial(ctx: _Context, trial: optuna.Trial) -> None:
   trial.set_user_attr('workdir', rel)
   trial.set_user_attr('host', HOST)
   trial.set_user_attr('worker', process_id(os.getpid()))
-  storage = ctx.study._storage  # pylint: disable=protected-access
-  heartbeat = (storage.record_heartbeat
-               if isinstance(storage, optuna.storages.RDBStorage) else None)
+  heartbeat = (ctx.storage.record_heartbeat
+               if isinstance(ctx.storage, optuna.storages.RDBStorage) else None)
   total_steps = int(values.get('total_steps', sweep.total_steps))
   config_path, _, arg = sweep.config_file.partition(':')
   argv = [*sweep.run_command,
@@ -462,7 +462,7 @@ def _run_trial(ctx: _Context, trial: optuna.Trial) -> None:
   except BaseException as e:
     proc.send_signal(signal.SIGTERM)
     proc.wait()
-    if isinstance(e, MetricNotLogged):  # Neither counted nor run again.
+    if isinstance(e, SetupError):  # Neither counted nor run again.
       trial.set_user_attr('lost', str(e))
       ctx.study.tell(trial, state=TrialState.FAIL)
     raise
@@ -499,6 +499,14 @@ def _tell(ctx, trial, returncode, prune_step, wall_s, metrics_path,
   else:
     error = (_error_line(log_path) if returncode else
              f'{sweep.metric} is {value}')
+    if not rows and not any(t.user_attrs.get('steps') for t in
+                            ctx.study.get_trials(deepcopy=False)):
+      # No trial of the sweep has trained a step: every one would fail so.
+      trial.set_user_attr('lost', error)
+      ctx.study.tell(trial, state=TrialState.FAIL)
+      raise SetupError(f'trial {trial.number} failed before its first step '
+                       f'(exit code {returncode}): '
+                       f'{error.removeprefix("error: ")}')
     trial.set_user_attr('error', error)
     ctx.study.tell(trial, state=TrialState.FAIL)
     outcome = f'failed (exit code {returncode}): {error}'
@@ -573,9 +581,11 @@ def run_sweep(sweep: Sweep, trials: int, *, workers: int = 1,
       with their checkpoints, to resume when the sweep runs again.
 
   Raises:
-    ConfigError: an unreachable storage, a study of another sweep, or a
-      metric the runs do not log (found at the first eval; what this call
-      wrote is removed again).
+    ConfigError: an unreachable storage, or a study of another sweep.
+    SetupError: a metric the runs do not log (found at the first eval), or
+      a run that fails before its first step while no trial of the sweep
+      has trained one (the same mistake in every trial: a data_dir, say);
+      if the study is new, what this call wrote is removed again.
   """
   stop = stop or threading.Event()
   if '://' in sweep.workdir:
@@ -598,7 +608,7 @@ def run_sweep(sweep: Sweep, trials: int, *, workers: int = 1,
   except BaseException:
     _remove(created)
     raise
-  ctx = _Context(sweep, study, trials, stop, created)
+  ctx = _Context(sweep, storage, study, trials, stop, created)
   threads = [threading.Thread(target=_work, args=(ctx,), name=f'worker-{i}',
                               daemon=True) for i in range(workers)]
   for t in threads:
@@ -608,7 +618,7 @@ def run_sweep(sweep: Sweep, trials: int, *, workers: int = 1,
       t.join(timeout=1.0)
   if ctx.errors:
     error = ctx.errors[0]
-    if isinstance(error, MetricNotLogged):
+    if isinstance(error, SetupError):
       if new and sweep.storage is not None:
         optuna.delete_study(study_name=sweep.name, storage=storage)
       _remove(ctx.created)
