@@ -391,6 +391,7 @@ def test_space_parses_every_kind_and_fixes_overridden_fields():
   assert trial.params['model.features'] in ('(16,)', '(32, 32)')
 
 
+@pytest.mark.filterwarnings('ignore:Heartbeat of storage is supposed')
 def test_a_trial_whose_machine_went_silent_runs_again(tmp_path):
   """On a database, a worker on another machine is lost when its trial's
   heartbeat goes stale: the trial fails and its parameters wait to run

@@ -535,7 +535,10 @@ def _next_trial(ctx: _Context) -> optuna.Trial | None:
     if (len(counted) >= ctx.trials and not any(
         t.state == TrialState.WAITING for t in counted[:ctx.trials])):
       return None
-    trial = study.ask()
+    with warnings.catch_warnings():
+      # Optuna's advice for Study.optimize; ask/tell records heartbeats here.
+      warnings.filterwarnings('ignore', 'Heartbeat of storage is supposed')
+      trial = study.ask()
     # Workers that asked at once: one past the N slots gives its trial back.
     before = [t for t in study.get_trials(deepcopy=False)
               if t.number < trial.number and report.counts(t)]
