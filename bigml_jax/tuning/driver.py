@@ -117,6 +117,10 @@ def make_sweep(config_file: str, config: ml_collections.ConfigDict,
     metric, mode: override the spec's objective (default: loss, min).
     **options: the other Sweep attributes (storage, pruner, ...).
   """
+  if sweep_spec is not None and not isinstance(sweep_spec, dict):
+    raise ConfigError(f'get_sweep() in {config_file} must return a dict with '
+                      f'space, metric and mode, not '
+                      f'{type(sweep_spec).__name__}')
   spec = dict(sweep_spec or {})
   unknown = set(spec) - {'space', 'metric', 'mode'}
   if unknown:
@@ -396,69 +400,44 @@ def _check_metric(ctx: _Context, row: dict[str, Any]) -> None:
   ctx.metric_checked = True
 
 
-def _run_trial(ctx: _Context, trial: optuna.Trial) -> None:
-  """Runs one trial's process to its end and tells the study how it went."""
-  sweep = ctx.sweep
-  values = {f: p.suggest(trial) for f, p in sweep.space.items()}
-  rel = trial.user_attrs.get('workdir') or os.path.join(
-      'trials', f'{trial.number:04d}')
-  workdir = os.path.join(sweep.workdir, rel)
-  if not os.path.exists(workdir):
-    os.makedirs(workdir)
-    ctx.created.append(workdir)
-  trial.set_user_attr('workdir', rel)
-  trial.set_user_attr('host', HOST)
-  trial.set_user_attr('worker', process_id(os.getpid()))
-  heartbeat = (ctx.storage.record_heartbeat
-               if isinstance(ctx.storage, optuna.storages.RDBStorage) else None)
-  total_steps = int(values.get('total_steps', sweep.total_steps))
+def _trial_argv(sweep: Sweep, workdir: str, values: dict[str, Any]
+                ) -> list[str]:
+  """The trial's command: the sweep's overrides, then the trial's values."""
   config_path, _, arg = sweep.config_file.partition(':')
-  argv = [*sweep.run_command,
+  return [*sweep.run_command,
           f'--config={os.path.abspath(config_path)}{":" + arg if arg else ""}',
           f'--workdir={os.path.abspath(workdir)}', *sweep.overrides,
           *(f'--config.{f}={space_lib.override_text(v)}'
             for f, v in values.items())]
+
+
+def _run_trial(ctx: _Context, trial: optuna.Trial) -> None:
+  """Runs one trial's process to its end and tells the study how it went."""
+  values = {f: p.suggest(trial) for f, p in ctx.sweep.space.items()}
+  rel = trial.user_attrs.get('workdir') or os.path.join(
+      'trials', f'{trial.number:04d}')
+  workdir = os.path.join(ctx.sweep.workdir, rel)
+  if not os.path.exists(workdir):
+    os.makedirs(workdir)
+    ctx.created.append(workdir)
+  for key, value in (('workdir', rel), ('host', HOST),
+                     ('worker', process_id(os.getpid()))):
+    trial.set_user_attr(key, value)
   logging.info('trial %d: %s', trial.number, ' '.join(
       f'{f}={space_lib.override_text(v)}' for f, v in values.items()))
-  log_path = os.path.join(workdir, 'run.log')
   start = time.time()
-  with open(log_path, 'ab') as log:
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT,
+  with open(os.path.join(workdir, 'run.log'), 'ab') as log:
+    # Its own session: a Ctrl-C in the terminal reaches only the driver,
+    # which stops the trial with SIGTERM.
+    proc = subprocess.Popen(_trial_argv(ctx.sweep, workdir, values),
+                            stdin=subprocess.DEVNULL, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True,
                             preexec_fn=_stop_with_parent)
   trial.set_user_attr('process', process_id(proc.pid))
-  metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  reported, prune_step, stopping, beat = 0, None, False, 0.0
   try:
-    while True:
-      try:
-        proc.wait(timeout=POLL_S)
-      except subprocess.TimeoutExpired:
-        pass
-      exited = proc.returncode is not None
-      for row in _read_rows(metrics_path):
-        if row.get('split') != 'eval' or row['step'] <= reported:
-          continue
-        _check_metric(ctx, row)
-        reported = row['step']
-        value = float(row[sweep.metric])
-        if not math.isfinite(value):
-          continue
-        trial.report(value, reported)
-        if (prune_step is None and not exited and reported < total_steps and
-            trial.should_prune()):
-          logging.info('trial %d: pruned at step %d (%s %.4g)', trial.number,
-                       reported, sweep.metric, value)
-          proc.send_signal(signal.SIGTERM)
-          prune_step = reported
-      if exited:
-        break
-      if ctx.stop.is_set() and not stopping:
-        proc.send_signal(signal.SIGTERM)
-        stopping = True
-      if heartbeat and time.time() - beat > HEARTBEAT_S:
-        heartbeat(trial._trial_id)  # pylint: disable=protected-access
-        beat = time.time()
+    prune_step, stopped = _follow(
+        ctx, trial, proc, os.path.join(workdir, 'metrics.jsonl'),
+        int(values.get('total_steps', ctx.sweep.total_steps)))
   except BaseException as e:
     proc.send_signal(signal.SIGTERM)
     proc.wait()
@@ -466,22 +445,65 @@ def _run_trial(ctx: _Context, trial: optuna.Trial) -> None:
       trial.set_user_attr('lost', str(e))
       ctx.study.tell(trial, state=TrialState.FAIL)
     raise
-  _tell(ctx, trial, proc.returncode, prune_step, time.time() - start,
-        metrics_path, log_path)
+  _tell(ctx, trial, proc.returncode, prune_step, stopped, time.time() - start,
+        workdir)
 
 
-def _tell(ctx, trial, returncode, prune_step, wall_s, metrics_path,
-          log_path) -> None:
+def _follow(ctx: _Context, trial: optuna.Trial, proc: subprocess.Popen,
+            metrics_path: str, total_steps: int) -> tuple[int | None, bool]:
+  """Reports the trial's eval rows until its process exits; sends it
+  SIGTERM when the pruner (or the sweep's stop) says so. Returns (the step
+  it was pruned at or None, whether the sweep stopped it)."""
+  metric = ctx.sweep.metric
+  heartbeat = (ctx.storage.record_heartbeat
+               if isinstance(ctx.storage, optuna.storages.RDBStorage) else None)
+  reported, prune_step, stopped, beat = 0, None, False, 0.0
+  while True:
+    try:
+      proc.wait(timeout=POLL_S)
+    except subprocess.TimeoutExpired:
+      pass
+    exited = proc.returncode is not None
+    for row in _read_rows(metrics_path):
+      if row.get('split') != 'eval' or row['step'] <= reported:
+        continue
+      _check_metric(ctx, row)
+      reported = row['step']
+      value = float(row[metric])
+      if not math.isfinite(value):
+        continue
+      trial.report(value, reported)
+      if (prune_step is None and not exited and reported < total_steps and
+          trial.should_prune()):
+        logging.info('trial %d: pruned at step %d (%s %.4g)', trial.number,
+                     reported, metric, value)
+        proc.send_signal(signal.SIGTERM)
+        prune_step = reported
+    if exited:
+      return prune_step, stopped
+    if ctx.stop.is_set() and not stopped:
+      proc.send_signal(signal.SIGTERM)
+      stopped = True
+    if heartbeat and time.time() - beat > HEARTBEAT_S:
+      heartbeat(trial._trial_id)  # pylint: disable=protected-access
+      beat = time.time()
+
+
+def _tell(ctx, trial, returncode, prune_step, stopped, wall_s,
+          workdir) -> None:
   """Records a finished trial process's outcome in the study."""
   sweep = ctx.sweep
-  rows = _read_rows(metrics_path)
+  rows = _read_rows(os.path.join(workdir, 'metrics.jsonl'))
   evals = [r for r in rows if r.get('split') == 'eval']
   last = {k: v for k, v in evals[-1].items() if k not in ('step', 'split')
           } if evals else {}
   trial.set_user_attr('steps', max((r['step'] for r in rows), default=0))
   trial.set_user_attr('wall_s', round(wall_s, 2))
   trial.set_user_attr('eval', last)
-  preempted = returncode in (143, -signal.SIGTERM)
+  # 143: the run saved a checkpoint; killed by SIGTERM before its loop (or,
+  # stopped by the sweep, any other way) it has nothing to save.
+  preempted = (returncode in (143, -signal.SIGTERM) or
+               (stopped and returncode != 0))
   value = last.get(sweep.metric)
   if returncode == 0 and value is not None and math.isfinite(value):
     ctx.study.tell(trial, value)
@@ -497,7 +519,7 @@ def _tell(ctx, trial, returncode, prune_step, wall_s, metrics_path,
     retry_trial(ctx.study, ctx.study._storage.get_trial(trial._trial_id))  # pylint: disable=protected-access
     outcome = 'stopped; it resumes when the sweep runs again'
   else:
-    error = (_error_line(log_path) if returncode else
+    error = (_error_line(os.path.join(workdir, 'run.log')) if returncode else
              f'{sweep.metric} is {value}')
     if not rows and not any(t.user_attrs.get('steps') for t in
                             ctx.study.get_trials(deepcopy=False)):
@@ -513,9 +535,8 @@ def _tell(ctx, trial, returncode, prune_step, wall_s, metrics_path,
   logging.info('trial %d: %s, %s steps in %.1fs', trial.number, outcome,
                trial.user_attrs.get('steps'), wall_s)
   if not (preempted and prune_step is None):
-    report.write_hparams(os.path.join(sweep.workdir, trial.user_attrs[
-        'workdir']), ctx.study._storage.get_trial(trial._trial_id),  # pylint: disable=protected-access
-                         sweep.metric)
+    report.write_hparams(workdir, ctx.study._storage.get_trial(  # pylint: disable=protected-access
+        trial._trial_id), sweep.metric)  # pylint: disable=protected-access
 
 
 # Workers
