@@ -37,6 +37,8 @@ def _objective(trial: optuna.trial.FrozenTrial) -> float | None:
 def _note(trial: optuna.trial.FrozenTrial) -> str:
   attrs = trial.user_attrs
   notes = [attrs['note']] if 'note' in attrs else []
+  if trial.state == TrialState.PRUNED and trial.intermediate_values:
+    notes.append(f'eval at step {max(trial.intermediate_values)}')
   if 'retry_of' in attrs:
     notes.append(f'resumes trial {attrs["retry_of"]}, lost with its worker')
   if 'error' in attrs:
