@@ -280,10 +280,11 @@ def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
   """Enqueues a lost trial's parameters again, in its workdir (so its run
   resumes from its checkpoint): its slot is run again."""
   attrs = {'retry_of': trial.number}
-  if 'workdir' in trial.user_attrs:
-    attrs['workdir'] = trial.user_attrs['workdir']
-  logging.info('trial %d was lost with its worker; its parameters run again',
-               trial.number)
+  for key in ('workdir', 'note'):  # Its run, and "the config as it is".
+    if key in trial.user_attrs:
+      attrs[key] = trial.user_attrs[key]
+  logging.info('trial %d stopped before its end; its parameters run again, '
+               'from its checkpoint', trial.number)
   study.enqueue_trial(trial.params, user_attrs=attrs)
 
 

@@ -40,7 +40,7 @@ def _note(trial: optuna.trial.FrozenTrial) -> str:
   if trial.state == TrialState.PRUNED and trial.intermediate_values:
     notes.append(f'eval at step {max(trial.intermediate_values)}')
   if 'retry_of' in attrs:
-    notes.append(f'resumes trial {attrs["retry_of"]}, lost with its worker')
+    notes.append(f'resumes trial {attrs["retry_of"]}, stopped before its end')
   if 'error' in attrs:
     notes.append(attrs['error'])
   return '; '.join(notes)
