@@ -422,3 +422,17 @@ def test_a_trial_whose_machine_went_silent_runs_again(tmp_path):
   assert retry.user_attrs == {'retry_of': 0, 'workdir': 'trials/0000'}
   assert retry.system_attrs['fixed_params'] == lost_trial.params
   optuna.delete_study(study_name=sweep.name, storage=storage)
+
+
+@pytest.mark.parametrize('name, baseline', [('digits_mlp.py', True),
+                                            ('rnn_fortunes.py:rnn', False)])
+def test_shipped_search_spaces_fit_their_configs(name, baseline):
+  path, _, arg = name.partition(':')
+  module = _load(os.path.join(ROOT, 'experiments/configs', path))
+  config = module.get_config(*filter(None, [arg]))
+  sweep = tuning.make_sweep(name, config, [], '/unused',
+                            sweep_spec=module.get_sweep(*filter(None, [arg])))
+  assert set(sweep.space) == {'optimizer.learning_rate',
+                              'optimizer.weight_decay', 'model.dropout_rate'}
+  # The RNN's weight decay, 0, lies outside its log-uniform range.
+  assert (sweep.baseline is not None) == baseline
