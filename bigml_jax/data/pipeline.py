@@ -259,7 +259,14 @@ def _tfds_splits(cfg: ml_collections.ConfigDict):
     # Offline builders prepare in well under a second; TFDS writes to a
     # temporary directory and renames it, so a crash leaves no half dataset.
     if not builder.is_prepared():
-      builder.download_and_prepare()
+      try:
+        builder.download_and_prepare()
+      except FileExistsError:
+        # Another process (a sweep's parallel trial) renamed its copy into
+        # place first: use that one.
+        builder = BUILDERS[name](data_dir=data_dir, file_format='array_record')
+        if not builder.is_prepared():
+          raise
     source = builder.as_data_source()
     features = builder.info.features
   else:
