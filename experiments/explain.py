@@ -29,27 +29,22 @@ only read. Mistakes end in one line on stderr ("error: ...") and exit code 1.
 import json
 import os
 import sys
-import types
 
 from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from PIL import Image
 
-from bigml_jax import checkpoint as ckpt
 from bigml_jax import explain
+from bigml_jax import load_run
 from bigml_jax.config import load_saved_config
 from bigml_jax.data import pipeline
 from bigml_jax.data import text as text_lib
-from bigml_jax.data.builders import BUILDERS
 from bigml_jax.errors import ConfigError
 from bigml_jax.explain import tokens as tokens_lib
 from bigml_jax.parallel import mesh as mesh_lib
-from bigml_jax.tasks import build_task
-from bigml_jax.training.state import sharded_init
 from experiments import explain_pictures as pictures
 
 ATTRIBUTIONS = ('saliency', 'gradient_x_input', 'smoothgrad',
@@ -90,58 +85,6 @@ flags.mark_flags_as_required(['workdir', 'method'])
 
 # Load the run
 
-def _class_names(config, num_classes: int | None) -> list[str]:
-  if not num_classes:
-    return []
-  name, label_key = config.dataset.name, config.dataset.get('label_key',
-                                                            'label')
-  if name in BUILDERS:
-    data_dir = os.path.expanduser(config.dataset.get('data_dir') or
-                                  pipeline.DEFAULT_DATA_DIR)
-    feature = BUILDERS[name](data_dir=data_dir).info.features[label_key]
-    return list(feature.names)
-  return [str(i) for i in range(num_classes)]
-
-
-def _load_run(workdir: str, step: int | None) -> types.SimpleNamespace:
-  """The run as the training loop assembles it: config, mesh, data, task,
-  tokenizer and params restored onto the mesh (newest or `step`).
-
-  One place to swap for `bigml_jax.training.run.load_run` when it lands.
-  """
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  if not os.path.isfile(os.path.join(workdir, 'config.json')):
-    raise ConfigError(f'{workdir} holds no config.json; pass the --workdir '
-                      'of a run (python -m experiments.run ...)')
-  _, directory, newest = ckpt.run_checkpoints(workdir, '--workdir')
-  source, what = workdir, '--workdir'
-  if step is not None:
-    source, what = os.path.join(directory, str(step)), '--step'
-    ckpt.run_checkpoints(source, what)  # Lists the steps there are.
-  config = load_saved_config(workdir)
-  if (config.model.get('attention_impl') == 'cudnn' and
-      jax.default_backend() != 'gpu'):
-    config.model.attention_impl = 'xla'  # The same function, off NVIDIA.
-  sources = pipeline.load_sources(config.dataset, workdir)
-  preprocess = pipeline.make_preprocess(config.dataset)
-  task = build_task(config, **sources.fields)
-  mesh = mesh_lib.make_mesh(config.mesh)
-  rules = tuple(config.get('logical_axis_rules') or mesh_lib.DEFAULT_RULES)
-  example = jax.tree.map(lambda x: x[None], preprocess(sources.train[0]))
-  # Shapes and shardings only: every parameter is read from the checkpoint,
-  # so nothing is initialised (or compiled to be), and no optimizer state.
-  _, abstract, shardings = sharded_init(task, optax.identity(), example, mesh,
-                                        rules)
-  target = ckpt.abstract_with_shardings(abstract.params, shardings.params)
-  params, _ = ckpt.load_params(source, target, what=what)
-  return types.SimpleNamespace(
-      workdir=workdir, config=config, mesh=mesh, task=task, params=params,
-      step=newest if step is None else step, sources=sources,
-      preprocess=preprocess, tokenizer=sources.tokenizer,
-      task_name=config.get('task', 'classification'),
-      class_names=_class_names(config, sources.num_classes))
-
-
 # Inputs
 
 def _is_text(run) -> bool:
@@ -151,7 +94,7 @@ def _is_text(run) -> bool:
 def _window(run) -> int:
   """Token positions the model reads (an LM's windows hold one more)."""
   length = run.preprocess(run.sources.eval[0])[pipeline.TOKENS_KEY].shape[-1]
-  return length - 1 if run.task_name == 'lm' else length
+  return length - 1 if run.config.task == 'lm' else length
 
 
 def _eval_examples(run, n: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -179,7 +122,7 @@ def _eval_examples(run, n: int) -> tuple[np.ndarray, np.ndarray | None]:
   batch = [run.preprocess(source[int(i)]) for i in indices]
   key = pipeline.TOKENS_KEY if _is_text(run) else 'image'
   inputs = np.stack([b[key] for b in batch])
-  if run.task_name == 'lm':
+  if run.config.task == 'lm':
     inputs = inputs[:, :-1]
   labels = (np.array([int(b['label']) for b in batch]) if 'label' in first
             else None)
@@ -243,7 +186,7 @@ def _text_inputs(run, path: str) -> np.ndarray:
   rows = []
   for i, line in enumerate(_read_lines(path), 1):
     ids = _encode(run, line, f'--inputs {path} line {i}')
-    if run.task_name == 'lm':
+    if run.config.task == 'lm':
       ids = np.concatenate([[text_lib.EOS_ID], ids])  # Documents start so.
     if len(ids) > window:
       raise ConfigError(f'--inputs {path} line {i} is {len(ids)} tokens; '
@@ -362,7 +305,7 @@ def _query_weights(run, inputs: np.ndarray, length: int) -> np.ndarray:
   weights = np.ones((b, length), np.float32)
   if _is_text(run):
     weights = (inputs != text_lib.PAD_ID).astype(np.float32)
-    if run.task_name == 'lm':  # The next token after the last real one.
+    if run.config.task == 'lm':  # The next token after the last real one.
       last = weights.sum(-1).astype(int) - 1
       weights = np.eye(length, dtype=np.float32)[last]
   if run.config.model.get('pooling') == 'cls':
@@ -454,7 +397,7 @@ def explain_attention(run, inputs, labels, out) -> list[str]:
   rollout = np.asarray(rollout)[:n]
   relevance = np.asarray(explain.pooled_relevance(
       rollout, _query_weights(run, inputs[:n], rollout.shape[-1])))
-  if run.task_name == 'classification':
+  if run.config.task == 'classification':
     probs = np.asarray(jax.nn.softmax(np.asarray(logits)[:n], axis=-1))
     titles = [_title(run, labels, probs, i) for i in range(n)]
   else:
@@ -618,7 +561,7 @@ def explain_run(workdir: str, method: str, *, step: int | None = None,
   settings = dict(steps=steps, num_samples=num_samples,
                   noise_level=noise_level, patch=patch, seed=seed)
   _check_method(workdir, method)
-  run = _load_run(workdir, step)
+  run = load_run(workdir, step)
   out = os.path.abspath(os.path.expanduser(out or os.path.join(run.workdir,
                                                                'explain')))
   if method == 'neighbours':

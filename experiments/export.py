@@ -15,20 +15,14 @@ exit code 1; --out is written whole or not at all.
 
 import os
 import sys
-import types
 
 from absl import app
 from absl import flags
-import jax
 import tensorflow_datasets as tfds
 
-from bigml_jax import checkpoint as ckpt
-from bigml_jax.config import load_saved_config
-from bigml_jax.data import pipeline
-from bigml_jax.data.builders import BUILDERS
+from bigml_jax import load_run
 from bigml_jax.errors import ConfigError
 from bigml_jax.serving import export as export_lib
-from bigml_jax.tasks import build_task
 
 FLAGS = flags.FLAGS
 
@@ -52,45 +46,6 @@ def _define_flags():
   flags.mark_flags_as_required(['workdir', 'out'])
 
 
-def _class_names(dataset) -> list[str] | None:
-  """The label feature's names (TFDS ClassLabel), None if it has none."""
-  if dataset.name == 'synthetic':
-    return None
-  data_dir = os.path.expanduser(dataset.get('data_dir') or
-                                pipeline.DEFAULT_DATA_DIR)
-  if dataset.name in BUILDERS:
-    info = BUILDERS[dataset.name](data_dir=data_dir).info
-  else:
-    info = tfds.builder(dataset.name, data_dir=data_dir).info
-  label = info.features[dataset.get('label_key', 'label')]
-  return list(label.names) if hasattr(label, 'names') else None
-
-
-def _load_run(workdir: str, step: int | None) -> types.SimpleNamespace:
-  """What `training.run.load_run` will give (config, task, params, step,
-  tokenizer, sources), from the pieces there are until it lands."""
-  if not os.path.isfile(os.path.join(workdir, 'config.json')):
-    raise ConfigError(f'{workdir} holds no config.json; pass the --workdir '
-                      'of a trained run')
-  config = load_saved_config(workdir)
-  source, what = os.path.join(workdir, 'checkpoints'), '--workdir'
-  ckpt.run_checkpoints(source, what)  # One clear line if there is none.
-  if step is not None:
-    source, what = os.path.join(source, str(step)), '--step'
-  _, _, step = ckpt.run_checkpoints(source, what)
-  if config.model.get('attention_impl') == 'cudnn':
-    config.model.attention_impl = 'xla'  # The same function, on every platform.
-  sources = pipeline.load_sources(config.dataset, workdir)
-  task = build_task(config, **sources.fields)
-  preprocess = pipeline.make_preprocess(config.dataset)
-  example = jax.tree.map(lambda x: x[None], preprocess(sources.train[0]))
-  params, _ = ckpt.load_params(source, task.init(jax.random.key(0), example),
-                               what=what)
-  return types.SimpleNamespace(config=config, task=task, params=params,
-                               step=step, tokenizer=sources.tokenizer,
-                               sources=sources, workdir=workdir)
-
-
 def export_workdir(workdir: str, out: str, *, step: int | None = None,
                    quantize: str | None = None,
                    max_new_tokens: int | None = None,
@@ -106,10 +61,9 @@ def export_workdir(workdir: str, out: str, *, step: int | None = None,
   if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
     raise ConfigError(f'--out {out} already exists and is not empty; pass a '
                       'new directory (nothing there was changed)')
-  run = _load_run(workdir, step)
-  class_names = (_class_names(run.config.dataset)
-                 if run.config.get('task', 'classification') ==
-                 'classification' else None)
+  run = load_run(workdir, step, portable=True)
+  class_names = (run.class_names if run.config.task == 'classification'
+                 else None)
   return export_lib.export_run(run, out, class_names=class_names,
                                quantize=quantize,
                                max_new_tokens=max_new_tokens,

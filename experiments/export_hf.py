@@ -21,15 +21,10 @@ import sys
 
 from absl import app
 from absl import flags
-import jax
-import numpy as np
 
-from bigml_jax import checkpoint as ckpt
-from bigml_jax.config import load_saved_config
-from bigml_jax.data import pipeline
+from bigml_jax import load_run
 from bigml_jax.errors import ConfigError
 from bigml_jax.interop import hf
-from bigml_jax.tasks import build_task
 
 
 def _define_flags() -> None:
@@ -43,29 +38,6 @@ def _define_flags() -> None:
   flags.mark_flags_as_required(['workdir', 'out'])
 
 
-def _load_run(workdir: str, step: int | None):
-  """(model, params, tokenizer) of the run in `workdir` at `step` (default:
-  its newest checkpoint). The one place to swap for the training package's
-  `load_run` once it exists."""
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  if not os.path.isfile(os.path.join(workdir, 'config.json')):
-    raise ConfigError(f'{workdir} holds no config.json; pass the --workdir '
-                      'of a run')
-  config = load_saved_config(workdir)
-  source, what = os.path.join(workdir, 'checkpoints'), '--workdir'
-  ckpt.run_checkpoints(source, what)  # One clear line if there is none.
-  if step is not None:
-    source, what = os.path.join(source, str(step)), '--step'
-    ckpt.run_checkpoints(source, what)
-  sources = pipeline.load_sources(config.dataset, workdir)
-  task = build_task(config, **sources.fields)
-  example = pipeline.make_preprocess(config.dataset)(sources.train[0])
-  example = jax.tree.map(lambda x: np.asarray(x)[None], example)
-  params = jax.jit(task.init)(jax.random.key(0), example)
-  params, _ = ckpt.load_params(source, params, what=what)
-  return task.model, params, sources.tokenizer
-
-
 def export(workdir: str, out: str, step: int | None = None) -> str:
   """Writes the run in `workdir` to the new directory `out` (see the module
   docstring); returns its absolute path."""
@@ -75,8 +47,9 @@ def export(workdir: str, out: str, step: int | None = None) -> str:
     # Before anything is loaded: the answer does not depend on the run.
     raise ConfigError(f'--out {out_dir} exists and is not empty; pass a new '
                       'directory (nothing was written)')
-  model, params, tokenizer = _load_run(workdir, step)
-  return hf.save_pretrained(model, params, tokenizer, out_dir)
+  run = load_run(workdir, step)
+  return hf.save_pretrained(run.task.model, run.params, run.tokenizer,
+                            out_dir)
 
 
 def main(argv):

@@ -34,9 +34,14 @@ def test_shipped_configs_validate_and_document_themselves(path):
 
 def test_missing_field(tiny_config):
   config = tiny_config()
-  del config.optimizer['grad_clip_norm']
+  del config.optimizer['learning_rate']
   with pytest.raises(ConfigError, match='config has no field '
-                     '`optimizer.grad_clip_norm`'):
+                     '`optimizer.learning_rate`'):
+    validate_config(config)
+  config = tiny_config()
+  config.lerning_rate = 0.1  # A top-level field misspelt.
+  with pytest.raises(ConfigError, match=r'config has no field\(s\) '
+                     r'lerning_rate; its fields are batch_size, '):
     validate_config(config)
 
 

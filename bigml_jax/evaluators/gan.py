@@ -25,7 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigml_jax import checkpoint
-from bigml_jax.config import load_saved_config
 from bigml_jax.errors import ConfigError
 from bigml_jax.models import build_model
 from bigml_jax.tasks.gan import GanTask
@@ -124,6 +123,9 @@ def load_classifier(workdir: str | None, num_classes: int,
     raise ConfigError(
         f'classifier_workdir {workdir} holds no checkpoint; train a '
         f'classifier there first: `{_TRAIN_CLASSIFIER.format(workdir)}`')
+  # Here, not at the top: GPU images lack ml_collections, and the steps
+  # import this package (benchmarks/gpu.py).
+  from bigml_jax.config import load_saved_config  # pylint: disable=g-import-not-at-top
   model = build_model(load_saved_config(workdir).model,
                       num_classes=num_classes)
   try:

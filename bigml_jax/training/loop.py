@@ -112,7 +112,8 @@ class _Loop:
     self.run, self.stop, self.writer = run, stop, None
     config = run.config
     self.evaluate = Evaluation(run, stop.interrupts_now)
-    _check_watched_metrics(config, self.evaluate.metric_names())
+    if config.early_stopping.metric or config.keep_best.metric:
+      _check_watched_metrics(config, self.evaluate.metric_names())
     if multihost.is_primary():  # Past the config's checks: the run starts.
       save_config(config, run.workdir, run.step)
       pipeline.save_tokenizer(run.sources, run.workdir)

@@ -60,6 +60,13 @@ class Run:
   def tokenizer(self):
     return self.sources.tokenizer
 
+  @property
+  def class_names(self) -> list[str]:
+    """The labels' names (the dataset's, or '0', '1', ...); [] if none."""
+    if self.sources.class_names:
+      return list(self.sources.class_names)
+    return [str(i) for i in range(self.sources.fields.get('num_classes') or 0)]
+
   def train_iterator(self):
     """This process's train batches from the run's position in the data."""
     iterator = pipeline.train_iterator(
@@ -244,13 +251,14 @@ def _init_params(config, params, hf_dir):
 
 def load_run(workdir: str, step: int | str | None = None, *,
              devices: Sequence[jax.Device] | None = None,
-             what: str = '--workdir') -> Run:
+             what: str = '--workdir', portable: bool = False) -> Run:
   """A trained run, read back for use: its config, data, tokenizer, task
   and the params of its newest checkpoint (or of `step`), on its mesh (or
   over `devices`). Nothing in `workdir` is written.
 
-  A run trained with cuDNN attention loads with XLA's off NVIDIA GPUs (the
-  same function). Raises ConfigError, naming `what`, if `workdir` holds no
+  A run trained with cuDNN attention loads with XLA's off NVIDIA GPUs, or
+  everywhere if `portable` (an export for every platform): the same
+  function. Raises ConfigError, naming `what`, if `workdir` holds no
   trained run or no such step.
   """
   workdir = os.path.abspath(os.path.expanduser(workdir))
@@ -264,16 +272,21 @@ def load_run(workdir: str, step: int | str | None = None, *,
     ckpt.run_checkpoints(source, source_what)  # Lists the steps there are.
   config = with_defaults(load_saved_config(workdir))
   if (config.model.get('attention_impl') == 'cudnn' and
-      jax.default_backend() != 'gpu'):
+      (portable or jax.default_backend() != 'gpu')):
     config.model.attention_impl = 'xla'
   mesh = _mesh_here(config.mesh, devices)
   sources, preprocess = _load_data(config, _tokenizer_candidates(
-      workdir, ', the run\'s'))
+      workdir, ", the run's"))
+  if sources.tokenizer is not None and not os.path.isfile(
+      os.path.join(workdir, pipeline.TOKENIZER_FILE)):
+    raise ConfigError(f'{what} {workdir} holds no {pipeline.TOKENIZER_FILE}; '
+                      'pass the workdir of a run on a text dataset as it '
+                      'trained (the tokenizer is part of the run)')
   task = build_task(config, **sources.fields)
-  tx, _ = task.make_optimizer(config)
   example = jax.tree.map(lambda x: x[None], preprocess(sources.train[0]))
+  # Shapes and shardings only: no optimizer state, nothing initialised.
   _, abstract, shardings = state_lib.sharded_init(
-      task, tx, example, mesh, _rules(config))
+      task, optax.identity(), example, mesh, _rules(config))
   params, _ = ckpt.load_params(
       source, ckpt.abstract_with_shardings(abstract.params, shardings.params),
       what=source_what)

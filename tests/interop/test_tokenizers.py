@@ -1,10 +1,13 @@
 """A Hugging Face model's tokenizer as the run's: ids equal to transformers'
 fast tokenizers, and the text pipelines built with it."""
 
+import os
+
 import ml_collections
 import pytest
 
 from bigml_jax.data import pipeline
+from bigml_jax.data import text as text_lib
 from bigml_jax.interop import hf
 from tests.interop import tiny_hf
 
@@ -46,7 +49,9 @@ def test_labelled_text_is_cls_text_sep_padded_as_transformers_pads(
     hf_dir, data_dir):
   import transformers  # pylint: disable=g-import-not-at-top
   directory = hf_dir('bert_cls')
-  sources = pipeline.load_sources(_dataset(data_dir), init_from=directory)
+  sources = pipeline.load_sources(
+      _dataset(data_dir), tokenizer=text_lib.load_tokenizer(
+          os.path.join(directory, pipeline.TOKENIZER_FILE)))
   theirs = transformers.AutoTokenizer.from_pretrained(directory)
   test = pipeline._tfds_splits(_dataset(data_dir))[1]
   texts = [test[i]['text'].decode('utf-8') for i in range(len(test))]
@@ -61,7 +66,8 @@ def test_lm_windows_of_a_tokenizer_without_pad(hf_dir, data_dir):
   """GPT-2's: documents end with <|endoftext|> (id 0, a real token), and
   'valid' marks the padding of the last eval window."""
   sources = pipeline.load_sources(
-      _dataset(data_dir, 'kjv_bible'), init_from=hf_dir('gpt2'))
+      _dataset(data_dir, 'kjv_bible'), tokenizer=text_lib.load_tokenizer(
+          os.path.join(hf_dir('gpt2'), pipeline.TOKENIZER_FILE)))
   tok = sources.tokenizer
   assert (tok.pad_id, tok.eos_id) == (None, 0)
   first = sources.train[0]

@@ -69,7 +69,8 @@ def test_build_model_passes_hyperparameters():
 
 def test_build_model_unknown_name_lists_known():
   with pytest.raises(ConfigError, match=r"model.name 'resnet' is unknown; "
-                     r'known models: bert, bert_mlm, cnn, conv_attention_cnn, .*mlp, '):
+                     r'known models: bag_of_embeddings, bert, bert_mlm, cnn, '
+                     r'conv_attention_cnn, .*mlp, '):
     build_model(ml_collections.ConfigDict({'name': 'resnet'}))
 
 
