@@ -56,34 +56,35 @@ IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff')
 # its activations.
 POINTS_PER_CALL = 16
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a trained run '
-                               '(python -m experiments.run ...).')
-_METHOD = flags.DEFINE_enum('method', None, METHODS, 'What to explain.')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the '
-                             'newest).')
-_NUM_EXAMPLES = flags.DEFINE_integer('num_examples', 8, 'Eval examples to '
-                                     'explain (tokens, for neighbours).')
-_INPUTS = flags.DEFINE_string('inputs', None, 'Your own inputs instead: an '
-                              'image file or .npy (image runs), a text file '
-                              'of lines (text runs).')
-_OUT = flags.DEFINE_string('out', None, 'Output directory (default '
-                           'WORKDIR/explain).')
-_STEPS = flags.DEFINE_integer('steps', 64, 'integrated_gradients: gradient '
-                              'evaluations along the path from the baseline '
-                              '(zeros: a black image, a zero embedding).')
-_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 25, 'smoothgrad: noisy '
-                                    'copies per input.')
-_NOISE = flags.DEFINE_float('noise_level', 0.15, 'smoothgrad: noise sigma '
-                            "as a fraction of each input's range.")
-_PATCH = flags.DEFINE_integer('patch', 2, 'occlusion: side of the square '
-                              'window set to zero, in pixels.')
-_NUM_NEIGHBOURS = flags.DEFINE_integer('num_neighbours', 8, 'neighbours: '
-                                       'tokens listed per query.')
-_SEED = flags.DEFINE_integer('seed', 0, 'PRNG seed (smoothgrad noise).')
-flags.mark_flags_as_required(['workdir', 'method'])
 
+def _define_flags() -> None:
+  # Only as a program: tests import several CLIs, whose flags would clash.
+  flags.DEFINE_string('workdir', None, 'Workdir of a trained run '
+                      '(python -m experiments.run ...).')
+  flags.DEFINE_enum('method', None, METHODS, 'What to explain.')
+  flags.DEFINE_string('step', None, "Checkpoint step, or 'best' (a run "
+                      'with keep_best); default: the newest.')
+  flags.DEFINE_integer('num_examples', 8, 'Eval examples to '
+                       'explain (tokens, for neighbours).')
+  flags.DEFINE_string('inputs', None, 'Your own inputs instead: an '
+                      'image file or .npy (image runs), a text file '
+                      'of lines (text runs).')
+  flags.DEFINE_string('out', None, 'Output directory (default '
+                      'WORKDIR/explain).')
+  flags.DEFINE_integer('steps', 64, 'integrated_gradients: gradient '
+                       'evaluations along the path from the baseline '
+                       '(zeros: a black image, a zero embedding).')
+  flags.DEFINE_integer('num_samples', 25, 'smoothgrad: noisy '
+                       'copies per input.')
+  flags.DEFINE_float('noise_level', 0.15, 'smoothgrad: noise sigma '
+                     "as a fraction of each input's range.")
+  flags.DEFINE_integer('patch', 2, 'occlusion: side of the square '
+                       'window set to zero, in pixels.')
+  flags.DEFINE_integer('num_neighbours', 8, 'neighbours: '
+                       'tokens listed per query.')
+  flags.DEFINE_integer('seed', 0, 'PRNG seed (smoothgrad noise).')
+  flags.mark_flags_as_required(['workdir', 'method'])
 
-# Load the run
 
 # Inputs
 
@@ -544,7 +545,7 @@ def _write_json(record, path: str) -> None:
   os.replace(tmp, path)
 
 
-def explain_run(workdir: str, method: str, *, step: int | None = None,
+def explain_run(workdir: str, method: str, *, step: int | str | None = None,
                 num_examples: int = 8, inputs: str | None = None,
                 out: str | None = None, steps: int = 64,
                 num_samples: int = 25, noise_level: float = 0.15,
@@ -582,11 +583,11 @@ def main(argv):
     sys.exit(f'error: unexpected arguments: {" ".join(argv[1:])}')
   try:
     paths = explain_run(
-        _WORKDIR.value, _METHOD.value, step=_STEP.value,
-        num_examples=_NUM_EXAMPLES.value, inputs=_INPUTS.value,
-        out=_OUT.value, steps=_STEPS.value, num_samples=_NUM_SAMPLES.value,
-        noise_level=_NOISE.value, patch=_PATCH.value,
-        num_neighbours=_NUM_NEIGHBOURS.value, seed=_SEED.value)
+        flags.FLAGS.workdir, flags.FLAGS.method, step=flags.FLAGS.step,
+        num_examples=flags.FLAGS.num_examples, inputs=flags.FLAGS.inputs,
+        out=flags.FLAGS.out, steps=flags.FLAGS.steps, num_samples=flags.FLAGS.num_samples,
+        noise_level=flags.FLAGS.noise_level, patch=flags.FLAGS.patch,
+        num_neighbours=flags.FLAGS.num_neighbours, seed=flags.FLAGS.seed)
   except ConfigError as e:
     sys.exit('error: ' + ' '.join(str(e).split()))
   for path in paths:
@@ -594,4 +595,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -22,22 +22,24 @@ from bigml_jax import load_run
 from bigml_jax.errors import ConfigError
 from bigml_jax.models import sampling
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a language-model '
-                               'run (python -m experiments.run ...).')
-_PROMPT = flags.DEFINE_string('prompt', '', 'Text to continue.')
-_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 4, 'Samples to draw.')
-_NUM_TOKENS = flags.DEFINE_integer(
-    'num_tokens', None, "Tokens to add (default: to the end of the run's "
-    'training window).')
-_TEMPERATURE = flags.DEFINE_float('temperature', 1.0, '0 = greedy.')
-_TOP_K = flags.DEFINE_integer('top_k', 0, 'Draw from the k likeliest tokens '
-                              '(0 = all).')
-_TOP_P = flags.DEFINE_float('top_p', 1.0, 'Draw from the likeliest tokens '
-                            'that together reach this probability (1 = all).')
-_SEED = flags.DEFINE_integer('seed', 0, 'PRNG seed of the draws.')
-_STEP = flags.DEFINE_string('step', None, "Checkpoint step, or 'best' (a run "
-                            'with keep_best); default: the newest.')
-flags.mark_flags_as_required(['workdir'])
+
+def _define_flags() -> None:
+  # Only as a program: tests import several CLIs, whose flags would clash.
+  flags.DEFINE_string('workdir', None, 'Workdir of a language-model '
+                      'run (python -m experiments.run ...).')
+  flags.DEFINE_string('prompt', '', 'Text to continue.')
+  flags.DEFINE_integer('num_samples', 4, 'Samples to draw.')
+  flags.DEFINE_integer('num_tokens', None, 'Tokens to add (default: to the '
+                       "end of the run's training window).")
+  flags.DEFINE_float('temperature', 1.0, '0 = greedy.')
+  flags.DEFINE_integer('top_k', 0, 'Draw from the k likeliest tokens '
+                       '(0 = all).')
+  flags.DEFINE_float('top_p', 1.0, 'Draw from the likeliest tokens '
+                     'that together reach this probability (1 = all).')
+  flags.DEFINE_integer('seed', 0, 'PRNG seed of the draws.')
+  flags.DEFINE_string('step', None, "Checkpoint step, or 'best' (a run "
+                      'with keep_best); default: the newest.')
+  flags.mark_flags_as_required(['workdir'])
 
 
 def sample_texts(workdir: str, prompt: str = '', *, num_samples: int = 4,
@@ -80,10 +82,10 @@ def main(argv):
     sys.exit(f'error: unexpected arguments: {" ".join(argv[1:])}')
   try:
     texts = sample_texts(
-        _WORKDIR.value, _PROMPT.value, num_samples=_NUM_SAMPLES.value,
-        num_tokens=_NUM_TOKENS.value, temperature=_TEMPERATURE.value,
-        top_k=_TOP_K.value, top_p=_TOP_P.value, seed=_SEED.value,
-        step=_STEP.value)
+        flags.FLAGS.workdir, flags.FLAGS.prompt, num_samples=flags.FLAGS.num_samples,
+        num_tokens=flags.FLAGS.num_tokens, temperature=flags.FLAGS.temperature,
+        top_k=flags.FLAGS.top_k, top_p=flags.FLAGS.top_p, seed=flags.FLAGS.seed,
+        step=flags.FLAGS.step)
   except ConfigError as e:
     sys.exit('error: ' + ' '.join(str(e).split()))
   for i, text in enumerate(texts):
@@ -91,4 +93,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)
