@@ -776,9 +776,9 @@ def two_processes(env: Env, workdir, *extra) -> list[subprocess.Popen]:
   process_env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=(
       '--xla_force_host_platform_device_count=4'))
   return [subprocess.Popen(
-      env.cli_args(workdir, '--config.total_steps=400',
-                   '--config.checkpoint_every=200', '--config.log_every=1',
-                   '--config.eval_every=400', *extra,
+      env.cli_args(workdir, '--config.total_steps=200',
+                   '--config.checkpoint_every=100', '--config.log_every=1',
+                   '--config.eval_every=200', *extra,
                    f'--coordinator_address=127.0.0.1:{port}',
                    '--num_processes=2', f'--process_id={i}'),
       cwd=ROOT, env=process_env, stdout=subprocess.PIPE,
@@ -820,8 +820,8 @@ def _two_process_preemption(env: Env, targets: tuple[int, ...]):
   for p in procs:
     _, err = p.communicate(timeout=900)
     assert p.returncode == 0, err[-3000:]
-  assert_same_params(params(workdir, 400),
-                     params(_two_process_reference(env), 400))
+  assert_same_params(params(workdir, 200),
+                     params(_two_process_reference(env), 200))
 
 
 @scenario('two processes, SIGTERM to one of them', 'both stop at the same '

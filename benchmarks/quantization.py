@@ -19,7 +19,7 @@ import tempfile
 import jax
 import numpy as np
 
-from bigml_jax.config import load_saved_config
+from bigml_jax import load_run
 from bigml_jax.data import pipeline
 from bigml_jax.models import build_model
 from bigml_jax.serving import artifact
@@ -74,13 +74,13 @@ def _greedy(export_dir: str) -> list[np.ndarray]:
 
 
 def measure(workdir: str, out_dir: str) -> dict:
-  config = load_saved_config(workdir)
+  run = load_run(workdir)
+  config, sources = run.config, run.sources
   paths = {q: os.path.join(out_dir, q) for q in ('float32', 'int8')}
   for q, path in paths.items():
     export_workdir(workdir, path, quantize=None if q == 'float32' else q)
   sizes = {q: (os.path.getsize(os.path.join(p, artifact.PARAMS)), _size(p))
            for q, p in paths.items()}
-  sources = pipeline.load_sources(config.dataset, workdir)
   row = {'run': os.path.basename(workdir.rstrip('/')),
          'model': config.model.name, 'sizes': sizes}
   if config.get('task', 'classification') == 'lm':
@@ -91,10 +91,9 @@ def measure(workdir: str, out_dir: str) -> dict:
     row['greedy_agreement'] = float(np.mean(np.concatenate(
         [x == y for x, y in zip(a, b)])))
   else:
-    preprocess = pipeline.make_preprocess(config.dataset)
     row['metric'] = 'test accuracy'
     row['values'] = {q: _classifier_accuracy(artifact.load(p), sources,
-                                             preprocess)
+                                             run.preprocess)
                      for q, p in paths.items()}
   return row
 

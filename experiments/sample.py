@@ -10,6 +10,7 @@ each sample under a '--- i' line. A sample ends at the model's EOS or at
 end in one line on stderr ("error: ...") and exit code 1.
 """
 
+import os
 import sys
 
 from absl import app
@@ -18,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bigml_jax import config as config_lib
 from bigml_jax import load_run
 from bigml_jax.errors import ConfigError
 from bigml_jax.models import sampling
@@ -51,10 +53,14 @@ def sample_texts(workdir: str, prompt: str = '', *, num_samples: int = 4,
     raise ConfigError(f'--num_samples must be >= 1, --temperature and '
                       f'--top_k >= 0 and --top_p in (0, 1] (got {num_samples}, '
                       f'{temperature}, {top_k}, {top_p})')
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  if os.path.isfile(os.path.join(workdir, config_lib.CONFIG_FILE)):
+    # Before the checkpoints: no checkpoint makes a classifier sample.
+    task = config_lib.load_saved_config(workdir).get('task', 'classification')
+    if task != 'lm':
+      raise ConfigError(f'{workdir} is a {task} run; sampling needs a '
+                        "language model's (task='lm')")
   run = load_run(workdir, step)
-  if run.config.task != 'lm':
-    raise ConfigError(f'{run.workdir} is a {run.config.task} run; sampling '
-                      "needs a language model's (task='lm')")
   task, tokenizer = run.task, run.tokenizer
   max_len = task.model.max_len
   eos_id, fill_id = task.eos_and_fill_ids()

@@ -29,7 +29,7 @@ def test_shipped_configs_validate_and_document_themselves(path):
   validate_config(module.get_config())
   doc = module.__doc__
   assert f'--config=experiments/configs/{os.path.basename(path)}' in doc
-  assert 'Result:' in doc and 'PLACEHOLDER' not in doc
+  assert 'Result:' in doc and 'PENDING' not in doc
 
 
 def test_missing_field(tiny_config):

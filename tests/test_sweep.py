@@ -262,7 +262,16 @@ def test_two_workers_share_one_study(tmp_path, config_file, storage):
   args = [f'--config={config_file}', '--trials=2', *extra]
   a = start(*args, f'--workdir={dirs[0]}')
   wait_for(lambda: running_trial(dirs[0], 0, url, name), 'trial 0 to start')
-  b = start(*args, f'--workdir={dirs[1]}')
+  # Trial 0's run is held (its worker keeps polling, holding no lock) until
+  # the second worker has taken trial 1: the share does not hang on timing.
+  (trial,) = [t for t in study_trials(dirs[0], url, name) if t.number == 0]
+  held = int(trial.user_attrs['process'].split(':')[0])
+  os.kill(held, signal.SIGSTOP)
+  try:
+    b = start(*args, f'--workdir={dirs[1]}')
+    wait_for(lambda: running_trial(dirs[1], 1, url, name), 'trial 1 to start')
+  finally:
+    os.kill(held, signal.SIGCONT)
   for proc in (a, b):
     _, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-3000:]

@@ -440,6 +440,7 @@ def load_sources(cfg: ml_collections.ConfigDict, *,
           f'{", ".join(sorted(BUILDERS))}, synthetic; your own files: '
           f'{", ".join(formats.FORMATS)}; or a prepared TFDS catalog name'
           ) from None
+  train = _train_subset(cfg, train)
   label_key = cfg.get('label_key', 'label')
   label = features[label_key] if label_key in features else None
   if cfg.get('text_key', 'text') in features:
@@ -487,6 +488,22 @@ def _hold_out(cfg: ml_collections.ConfigDict, source: Sequence[Any]
   order = np.random.default_rng(cfg.get('split_seed') or 0).permutation(n)
   return (Subset(source, np.sort(order[n_eval:])),
           Subset(source, np.sort(order[:n_eval])))
+
+
+def _train_subset(cfg: ml_collections.ConfigDict, train: Sequence[Any]
+                    ) -> Sequence[Any]:
+  """`dataset.train_examples` of the train split (all when unset), chosen
+  by `dataset.split_seed`: the small-data setting, where overfitting shows."""
+  n = cfg.get('train_examples')
+  if not n:
+    return train
+  if not 0 < n <= len(train):
+    raise ConfigError(
+        f'dataset.train_examples {n} is not in 1..{len(train)}, the train '
+        'split\'s size; set it within, or unset it to train on all')
+  order = np.random.default_rng(cfg.get('split_seed') or 0).permutation(
+      len(train))
+  return Subset(train, np.sort(order[:n]))
 
 
 def _file_splits(cfg: ml_collections.ConfigDict):

@@ -15,7 +15,7 @@ by default; for another dataset (--config.dataset.name=...) give its size,
 run shorter than 5,000 steps warms up over its first tenth instead of 500
 steps (fortunes: 3 x 77 = 231 steps, 23 of warmup).
 
-Result (a smoke figure, not a quality one): a tiny random BERT (2 layers, width
+Result: a smoke figure, not a quality one. A tiny random BERT (2 layers, width
 32, 64 positions, a 400-token WordPiece trained on the fortunes; the model
 of tests/interop/test_finetune.py, saved as a BertForPreTraining), run with
 --config.dataset.max_length=64, took the 231 steps in 86 s wall (73 s

@@ -43,6 +43,26 @@ def test_train_batches_preprocessed_and_deterministic(digits):
   assert not np.array_equal(a[0]['label'], c[0]['label'])
 
 
+def test_train_examples_is_a_seeded_subset_of_train(digits, data_dir):
+  full, _ = digits
+  cfg = ml_collections.ConfigDict({
+      'name': 'digits', 'train_split': 'train', 'eval_split': 'test',
+      'data_dir': data_dir, 'train_examples': 100})
+  small = pipeline.load_sources(cfg)
+  assert (len(small.train), len(small.eval)) == (100, 360)
+  full_images = np.stack([full.train[i]['image'] for i in range(len(full.train))])
+  rows = [int(np.flatnonzero((full_images == small.train[j]['image']).all(
+      axis=(1, 2, 3)))[0]) for j in range(100)]
+  assert rows == sorted(rows) and len(set(rows)) == 100
+  cfg.split_seed = 1
+  other = pipeline.load_sources(cfg)
+  assert not all(np.array_equal(small.train[j]['image'], other.train[j]['image'])
+                 for j in range(100))
+  cfg.train_examples = 5000
+  with pytest.raises(ConfigError, match=r'train_examples 5000 is not in 1\.\.1437'):
+    pipeline.load_sources(cfg)
+
+
 def test_epochs_cover_the_split_and_reshuffle(digits):
   sources, pre = digits
   n = len(sources.train)

@@ -39,6 +39,8 @@ TINY = {
     'mlp_generator': ({'output_shape': (2,), 'latent_dim': 4,
                        'features': (4,)}, np.ones((2, 4), np.float32)),
     'mlp_discriminator': ({'features': (4,)}, np.ones((2, 2), np.float32)),
+    'bag_of_embeddings': ({'vocab_size': 10, 'num_classes': 3,
+                           'features': 4}, TOKENS),
 }
 
 

@@ -78,8 +78,8 @@ def test_export_cli_mistakes_end_in_one_line(tmp_path):
               f'--out={tmp_path / "out"}')
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines()[-1] == (
-      f'error: {tmp_path} holds no config.json; pass the --workdir of a '
-      'trained run')
+      f'error: --workdir {tmp_path} holds no config.json; pass the workdir '
+      'of a run')
   assert not (tmp_path / 'out').exists()
 
 

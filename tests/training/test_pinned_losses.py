@@ -26,7 +26,7 @@ PINNED = os.path.join(os.path.dirname(os.path.abspath(__file__)),
 CONFIGS = ['default.py', 'digits_mlp.py', 'conv_attention_digits.py',
            'vit_digits.py', 'rnn_fortunes.py:rnn', 'rnn_fortunes.py:lstm',
            'rnn_fortunes.py:gru', 'bert_fortunes.py', 'bert_mlm_fortunes.py',
-           'gpt_kjv.py', 'gan_ring.py', 'gan_digits.py']
+           'gpt_kjv.py', 'gan_ring.py', 'gan_digits.py', 'bag_fortunes.py']
 MESHES = {'1 device': None, '2x2x2': {'data': 2, 'fsdp': 2, 'tensor': 2}}
 STEPS = 50
 
