@@ -53,9 +53,7 @@ if __name__ == '__main__' and _pid != str(os.getpid()):
       signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
 
 import logging as std_logging
-import re
 import threading
-import traceback
 
 from absl import app
 from absl import flags
@@ -68,6 +66,7 @@ import bigml_jax
 import bigml_jax.checkpoint
 import bigml_jax.workdir
 import bigml_jax.parallel.multihost
+from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file (experiments/configs/NAME.py).',
@@ -84,14 +83,6 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, "This process's index.")
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def _error_line(message) -> str:
-  return 'error: ' + ' '.join(str(message).split())
-
-
-def _fail(message):
-  sys.exit(_error_line(message))
-
-
 def _exit_with(line: str):
   # Exit without interpreter teardown: after a failed save, TensorStore
   # callbacks can still reach Orbax's closed event loop and print a
@@ -99,78 +90,6 @@ def _exit_with(line: str):
   print(line, file=sys.stderr, flush=True)
   sys.stdout.flush()
   os._exit(1)  # pylint: disable=protected-access
-
-
-def _config_path(argv: list[str]) -> str | None:
-  for i, arg in enumerate(argv):
-    if arg.startswith('--config='):
-      return arg.split('=', 1)[1].split(':', 1)[0]
-    if arg == '--config' and i + 1 < len(argv):
-      return argv[i + 1].split(':', 1)[0]
-  return None
-
-
-def _config_file_error(path: str, e: BaseException,
-                       message: str | None = None) -> str:
-  """'config file F line N: ExcType: message' for an exception raised while
-  loading the config file `path` (SyntaxError, NameError, ImportError...)."""
-  line = getattr(e, 'lineno', None) if isinstance(e, SyntaxError) else None
-  if line is None:
-    for frame in traceback.extract_tb(e.__traceback__):
-      if os.path.abspath(frame.filename) == os.path.abspath(path):
-        line = frame.lineno
-  where = f'config file {path}' + (f' line {line}' if line else '')
-  if message is None:
-    message = e.msg if isinstance(e, SyntaxError) else str(e)
-  return (f'{where} did not load: {type(e).__name__}: {message}; fix the '
-          'file')
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl parsing, with every user mistake reduced to one clear line."""
-  path = _config_path(argv)
-  if path is not None and not os.path.isfile(path):
-    _fail(f'config file {path} not found; pass '
-          '--config=experiments/configs/NAME.py')
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    if 'Error whilst parsing config file' in str(e):
-      # ml_collections puts get_config()'s whole traceback in the message;
-      # its last line is the exception, the file's own frame its line.
-      cause = str(e).strip().splitlines()[-1].strip()
-      lines = re.findall(rf'File "{re.escape(os.path.abspath(path))}", '
-                         r'line (\d+)', str(e)) if path else []
-      where = f' line {lines[-1]}' if lines else ''
-      _fail(f'config file {path}{where} did not load: {cause}; fix the '
-            'file, or the argument after its `:`')
-    _fail(f'{e}; see --helpfull for the flags')
-  except AttributeError as e:
-    # ml_collections: an override of a field the config does not have.
-    hint = str(e).strip('\'"').replace('\\n', ' ').replace("\\'", "'")
-    if 'get_config' in hint:
-      _fail(f'config file {path} has no get_config(); define '
-            'get_config() returning an ml_collections.ConfigDict')
-    if not any(a.startswith('--config.') for a in argv):
-      # No override: get_config() itself read a missing attribute.
-      _fail(_config_file_error(path, e, hint))
-    _fail(f'config has no field {hint}; overrides must name existing fields')
-  except KeyError as e:
-    # ml_collections: an override below a field the config does not have
-    # (`--config.modle.x=1`); str() of a KeyError is its message's repr.
-    if path and any(os.path.abspath(f.filename) == os.path.abspath(path)
-                    for f in traceback.extract_tb(e.__traceback__)):
-      _fail(_config_file_error(path, e))
-    _fail(f'config has no field {e.args[0] if e.args else e}; overrides must '
-          'name existing fields')
-  except (TypeError, ValueError) as e:
-    if path and any(os.path.abspath(f.filename) == os.path.abspath(path)
-                    for f in traceback.extract_tb(e.__traceback__)):
-      _fail(_config_file_error(path, e))
-    _fail(f'bad config override: {e}')
-  except Exception as e:  # pylint: disable=broad-except
-    # The config file itself raised while it was imported or ran.
-    _fail(_config_file_error(path or '?', e))
 
 
 _OURS = (os.sep + 'bigml_jax' + os.sep, os.sep + 'experiments' + os.sep)
@@ -235,7 +154,7 @@ def _use_compilation_cache():
 
 def main(argv):
   if len(argv) > 1:
-    _fail(f'unexpected arguments: {" ".join(argv[1:])}')
+    cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_quiet_libraries)
   _one_line_hooks()
   if host.HUGE_PAGES in os.environ.get('GLIBC_TUNABLES', ''):
@@ -245,7 +164,7 @@ def main(argv):
     bigml_jax.parallel.multihost.initialize(
         _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   except ValueError as e:
-    _fail(e)
+    cli.fail(e)
   tfds.disable_progress_bar()
   _use_compilation_cache()
   # Resolved before the clock is read: the name's lazy import of the loop
@@ -257,11 +176,11 @@ def main(argv):
   except (bigml_jax.ConfigError, bigml_jax.NonFiniteError,
           bigml_jax.checkpoint.SaveError, bigml_jax.checkpoint.RestoreError,
           bigml_jax.workdir.WorkdirError) as e:
-    _exit_with(_error_line(e))
+    _exit_with(cli.error_line(e))
   except OSError as e:
     # A write to the workdir failed outside a checkpoint (metrics, events,
     # samples): every checkpoint that finished is intact.
-    _exit_with(_error_line(
+    _exit_with(cli.error_line(
         f'writing to {_WORKDIR.value} failed ({_first_line(e)}); the '
         'finished checkpoints are intact: free disk space (or fix the '
         'workdir) and rerun the same command to resume'))
@@ -280,4 +199,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

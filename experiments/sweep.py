@@ -15,7 +15,6 @@ running trials with their checkpoints (exit code 143).
 """
 
 import importlib.util
-import os
 import signal
 import sys
 import threading
@@ -29,6 +28,7 @@ import optuna
 from bigml_jax import errors
 from bigml_jax import tuning
 from bigml_jax.tuning import space as space_lib
+from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file (experiments/configs/NAME.py); '
@@ -66,46 +66,6 @@ _STARTUP = flags.DEFINE_integer(
 flags.mark_flags_as_required(['config', 'workdir', 'trials'])
 
 
-def _fail(message):
-  sys.exit('error: ' + ' '.join(str(message).split()))
-
-
-def _config_path(argv: list[str]) -> str | None:
-  for i, arg in enumerate(argv):
-    if arg.startswith('--config='):
-      return arg.split('=', 1)[1].split(':', 1)[0]
-    if arg == '--config' and i + 1 < len(argv):
-      return argv[i + 1].split(':', 1)[0]
-  return None
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl parsing, with every user mistake reduced to one clear line (as
-  experiments.run does)."""
-  path = _config_path(argv)
-  if path is not None and not os.path.isfile(path):
-    _fail(f'config file {path} not found; pass '
-          '--config=experiments/configs/NAME.py')
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    if 'Error whilst parsing config file' in str(e):
-      cause = str(e).strip().splitlines()[-1].strip()
-      _fail(f'config file {path} did not load: {cause}; fix the file')
-    _fail(f'{e}; see --helpfull for the flags')
-  except AttributeError as e:  # An override of a field the config lacks.
-    hint = str(e).strip('\'"').replace('\\n', ' ').replace("\\'", "'")
-    if 'get_config' in hint:
-      _fail(f'config file {path} has no get_config(); define get_config() '
-            'returning an ml_collections.ConfigDict')
-    _fail(f'config has no field {hint}; overrides must name existing fields')
-  except KeyError as e:
-    _fail(f'config has no field {e.args[0] if e.args else e}; overrides must '
-          'name existing fields')
-  except (TypeError, ValueError) as e:
-    _fail(f'bad config override: {e}')
-
-
 def _get_sweep(config_file: str) -> dict | None:
   """What the config file's get_sweep() returns (with the `:ARG` that
   get_config takes), or None if it has none."""
@@ -137,7 +97,7 @@ def _space_args(values: list[str]) -> dict[str, str]:
 
 def main(argv):
   if len(argv) > 1:
-    _fail(f'unexpected arguments: {" ".join(argv[1:])}')
+    cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
   optuna.logging.set_verbosity(optuna.logging.ERROR)
   config_flag = flags.FLAGS['config']
   overrides = [f'--config.{k}={space_lib.override_text(v)}'
@@ -163,7 +123,7 @@ def main(argv):
     result = tuning.run_sweep(sweep, _TRIALS.value, workers=_WORKERS.value,
                               stop=stop)
   except errors.ConfigError as e:
-    _fail(e)
+    cli.fail(e)
   print(tuning.format_table(result.rows, result.columns))
   print('\n'.join(result.summary), flush=True)
   if result.stopped:
@@ -173,4 +133,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)
