@@ -59,12 +59,7 @@ def tiny_config(data_dir: str, **overrides):
       {'name': 'adamw', 'learning_rate': 1e-2, 'schedule': 'constant',
        'warmup_steps': 0, 'weight_decay': 1e-4, 'grad_clip_norm': 1.0})
   c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'tensor': 1})
-  for key, value in overrides.items():
-    node = c
-    *path, last = key.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = value
+  c.update_from_flattened_dict(overrides)  # 'optimizer.learning_rate': ...
   return c
 
 

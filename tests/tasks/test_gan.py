@@ -24,12 +24,7 @@ from experiments.configs import default, gan_digits, gan_ring
 
 
 def _override(config, **overrides):
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 
