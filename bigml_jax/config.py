@@ -16,7 +16,8 @@ import ml_collections
 
 from bigml_jax import workdir as workdir_lib
 
-from bigml_jax.errors import ConfigError, listing  # Re-exported: ConfigError.
+# Re-exported: ConfigError.
+from bigml_jax.errors import ConfigError, check_choice, listing
 from bigml_jax.optim import OPTIONAL_FIELDS as OPTIMIZER_DEFAULTS
 from bigml_jax.optim import optimizer_fields
 
@@ -138,12 +139,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                       f'fields are {", ".join(sorted(FIELDS))}')
   config = with_defaults(config)
   opt = config.optimizer
-  if opt.name not in OPTIMIZERS:
-    raise ConfigError(f'optimizer.name {opt.name!r} is unknown; use one of '
-                      f'{", ".join(OPTIMIZERS)}')
-  if opt.schedule not in SCHEDULES:
-    raise ConfigError(f'optimizer.schedule {opt.schedule!r} is unknown; use '
-                      f'one of {", ".join(SCHEDULES)}')
+  check_choice('optimizer.name', opt.name, OPTIMIZERS)
+  check_choice('optimizer.schedule', opt.schedule, SCHEDULES)
   for field in ('batch_size', 'total_steps', 'log_every', 'eval_every',
                 'checkpoint_every', 'max_to_keep'):
     value = _get(config, field)
@@ -153,9 +150,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          ('nan_policy', ('stop', 'skip')),
                          ('compute_dtype', (None, '', 'float32', 'bfloat16',
                                             'float16'))):
-    if config[field] not in allowed:
-      raise ConfigError(f'{field} {config[field]!r} is unknown; use one of '
-                        f'{", ".join(a for a in allowed if a)}')
+    if config[field] not in allowed:  # None and '' go unnamed: unset.
+      check_choice(field, config[field], [a for a in allowed if a])
   if (not isinstance(config.seed, numbers.Integral) or
       isinstance(config.seed, bool) or not 0 <= config.seed < 2**32):
     # The data order takes a 32-bit seed: larger ones would repeat others'.

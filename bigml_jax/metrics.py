@@ -14,10 +14,27 @@ import time
 from absl import logging
 import numpy as np
 from PIL import Image
-import tensorboardX
 import tqdm
 
 from bigml_jax import workdir as workdir_lib
+
+
+def _import_tensorboardx():
+  """tensorboardX, imported without torch: where torch is installed (the hf
+  extra) tensorboardX imports it, 2 s at every start, only to accept
+  torch.Tensor values, which nothing here passes."""
+  if 'torch' in sys.modules:
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+    return tensorboardX
+  sys.modules['torch'] = None  # `import torch` raises ImportError.
+  try:
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+  finally:
+    del sys.modules['torch']
+  return tensorboardX
+
+
+tensorboardX = _import_tensorboardx()
 
 
 def image_grid(images: np.ndarray, pad: int = 1) -> np.ndarray:

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bigml_jax.errors import ConfigError
+from bigml_jax.errors import ConfigError, check_choice
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
@@ -134,9 +134,7 @@ def path_points(steps: int, rule: str = 'trapezoid'
                 ) -> tuple[np.ndarray, np.ndarray]:
   """(alphas [steps], weights [steps]): integrated gradients' quadrature of
   the integral over alpha in [0, 1]; the weights sum to 1."""
-  if rule not in RULES:
-    raise ConfigError(f'integration rule {rule!r} is unknown; use one of '
-                      f'{", ".join(RULES)}')
+  check_choice('integration rule', rule, RULES)
   least = 2 if rule == 'trapezoid' else 1
   if steps < least:
     raise ConfigError(f'integrated gradients with the {rule} rule needs '

@@ -13,16 +13,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from bigml_jax.errors import ConfigError
+from bigml_jax.errors import ConfigError, check_choice
 
 _ACTIVATIONS = ('relu', 'gelu', 'silu', 'tanh', 'sigmoid', 'elu', 'leaky_relu')
 
 
 def activation(name: str):
   """Returns the `flax.linen` activation called `name`."""
-  if name not in _ACTIVATIONS:
-    raise ConfigError(f'activation {name!r} is unknown; use one of '
-                      f'{", ".join(_ACTIVATIONS)}')
+  check_choice('activation', name, _ACTIVATIONS)
   return getattr(nn, name)
 
 

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from bigml_jax.vocab import PAD_ID
-from bigml_jax.errors import ConfigError
+from bigml_jax.errors import ConfigError, check_choice
 from bigml_jax.models import layers
 from bigml_jax.models.embeddings import Embed
 
@@ -136,9 +136,7 @@ def _read_out(model: nn.Module, x_BxLxD: jnp.ndarray,
   F = H or 2H; 'mean', the mean output over real steps, F = H or 2H;
   'all', every step's output (zeros at padding), F = L * H or L * 2H.
   """
-  if model.readout not in READOUTS:
-    raise ConfigError(f'readout {model.readout!r} is unknown; use one of '
-                      f'{", ".join(READOUTS)}')
+  check_choice('readout', model.readout, READOUTS)
   cell = make_cell(model.cell, model.hidden_dim, name='cell')
   y_BxLxH, last_BxH = Recurrent(cell, name='recurrent')(x_BxLxD, mask_BxL)
   if model.bidirectional:

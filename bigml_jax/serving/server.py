@@ -340,53 +340,54 @@ def make_app(model: artifact.Classifier | artifact.Generator, *,
     _warm_up(model, run_batch, batcher.batch_sizes)
   rejected = collections.Counter()
 
+  def answering(handler):
+    """`handler` with its bad requests as 400 and a full queue as 503."""
+    async def answer(request: Request) -> JSONResponse:
+      try:
+        return await handler(request)
+      except _BadRequest as e:
+        rejected[400] += 1
+        return _error(400, e)
+      except Overloaded as e:
+        rejected[503] += 1
+        return _error(503, e, **{'Retry-After': '1'})
+    return answer
+
+  @answering
   async def predict(request: Request) -> JSONResponse:
-    try:
-      if model.kind != 'classifier':
-        raise _BadRequest('this model generates text; POST /v1/generate')
-      body = await _json_body(request, max_body_bytes, {'inputs'}, {'inputs'})
-      values = body['inputs']
-      if not isinstance(values, list) or not values:
-        raise _BadRequest('"inputs" must be a non-empty list')
-      if len(values) > max_batch:
-        raise _BadRequest(f'{len(values)} inputs are too many; at most '
-                          f'{max_batch} per request')
-      rows = []
-      for i, value in enumerate(values):
-        try:
-          rows.append(model.preprocess_one(_raw_input(model, value)))
-        except InputError as e:
-          raise _BadRequest(f'input {i}: {e}') from None
-      predictions, info = await batcher.submit(rows)
-    except _BadRequest as e:
-      rejected[400] += 1
-      return _error(400, e)
-    except Overloaded as e:
-      rejected[503] += 1
-      return _error(503, e, **{'Retry-After': '1'})
+    if model.kind != 'classifier':
+      raise _BadRequest('this model generates text; POST /v1/generate')
+    body = await _json_body(request, max_body_bytes, {'inputs'}, {'inputs'})
+    values = body['inputs']
+    if not isinstance(values, list) or not values:
+      raise _BadRequest('"inputs" must be a non-empty list')
+    if len(values) > max_batch:
+      raise _BadRequest(f'{len(values)} inputs are too many; at most '
+                        f'{max_batch} per request')
+    rows = []
+    for i, value in enumerate(values):
+      try:
+        rows.append(model.preprocess_one(_raw_input(model, value)))
+      except InputError as e:
+        raise _BadRequest(f'input {i}: {e}') from None
+    predictions, info = await batcher.submit(rows)
     return JSONResponse({'predictions': predictions, 'batch': info})
 
+  @answering
   async def generate(request: Request) -> JSONResponse:
+    if model.kind != 'generator':
+      raise _BadRequest('this model classifies; POST /v1/predict')
+    body = await _json_body(
+        request, max_body_bytes, {'prompt', 'max_new_tokens', 'temperature',
+                                  'top_k', 'top_p', 'seed'}, {'prompt'})
+    options = {k: v for k, v in body.items() if k != 'prompt'}
+    options.setdefault('seed', secrets.randbits(32))
     try:
-      if model.kind != 'generator':
-        raise _BadRequest('this model classifies; POST /v1/predict')
-      body = await _json_body(
-          request, max_body_bytes, {'prompt', 'max_new_tokens', 'temperature',
-                                    'top_k', 'top_p', 'seed'}, {'prompt'})
-      options = {k: v for k, v in body.items() if k != 'prompt'}
-      options.setdefault('seed', secrets.randbits(32))
-      try:
-        ids = model.encode_prompt(body['prompt'])
-        options = model.options(**options)
-      except InputError as e:
-        raise _BadRequest(str(e)) from None
-      (new,), info = await batcher.submit([(ids, options)])
-    except _BadRequest as e:
-      rejected[400] += 1
-      return _error(400, e)
-    except Overloaded as e:
-      rejected[503] += 1
-      return _error(503, e, **{'Retry-After': '1'})
+      ids = model.encode_prompt(body['prompt'])
+      options = model.options(**options)
+    except InputError as e:
+      raise _BadRequest(str(e)) from None
+    (new,), info = await batcher.submit([(ids, options)])
     return JSONResponse({
         'completion': model.completion(body['prompt'], ids, new),
         'seed': options['seed'], 'batch': info})

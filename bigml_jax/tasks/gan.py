@@ -38,7 +38,7 @@ import optax
 if TYPE_CHECKING:  # Annotations only: GPU images lack ml_collections.
   import ml_collections
 
-from bigml_jax.errors import ConfigError
+from bigml_jax.errors import ConfigError, check_choice
 from bigml_jax.models import build_model
 from bigml_jax.optim import OPTIONAL_FIELDS, make_optimizer
 from bigml_jax.tasks.base import Task, guarded_update
@@ -156,12 +156,8 @@ class GanTask(Task):
 
   def check(self) -> None:
     """Raises ConfigError for settings no run can use."""
-    if self.loss not in LOSSES:
-      raise ConfigError(f'gan.loss {self.loss!r} is unknown; use one of '
-                        f'{", ".join(LOSSES)}')
-    if self.quality not in QUALITY:
-      raise ConfigError(f'gan.quality {self.quality!r} is unknown; use one of '
-                        f'{", ".join(QUALITY)}')
+    check_choice('gan.loss', self.loss, LOSSES)
+    check_choice('gan.quality', self.quality, QUALITY)
     if self.quality == 'ring' and tuple(self.generator.output_shape) != (2,):
       raise ConfigError('gan.quality "ring" scores 2-D points, but the '
                         'generator makes samples of shape '

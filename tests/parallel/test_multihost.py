@@ -32,21 +32,21 @@ def _rows(workdir):
   return [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
 
 
+# pmap draws dropout per device (as pmap code does), jit per example: with
+# dropout off the modes compute the same steps.
+NO_DROPOUT = ('--config.model.dropout_rate=0.0',)
+
+
 @pytest.fixture(scope='module')
 def single_rows(tmp_path_factory, data_dir):
-  workdir = tmp_path_factory.mktemp('single')
-  single = subprocess.run(
-      [sys.executable, '-m', 'experiments.run', *ARGS,
-       f'--config.dataset.data_dir={data_dir}', f'--workdir={workdir}'],
-      cwd=ROOT, env=_env(8), capture_output=True, text=True, timeout=600)
-  assert single.returncode == 0, single.stderr[-3000:]
-  return _rows(workdir)
+  """One process on 8 devices (jit): what every two-process run matches."""
+  return _one_process(tmp_path_factory.mktemp('single'), data_dir)
 
 
 def _two_processes(workdir, data_dir, *extra):
   port = _free_port()
   procs = [subprocess.Popen(
-      [sys.executable, '-m', 'experiments.run', *ARGS, *extra,
+      [sys.executable, '-m', 'experiments.run', *ARGS, *NO_DROPOUT, *extra,
        f'--config.dataset.data_dir={data_dir}', f'--workdir={workdir}',
        f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
        f'--process_id={i}'],
@@ -124,7 +124,7 @@ def test_batches_for_cpu_steps_are_aligned_and_unchanged():
 
 def _one_process(workdir, data_dir, *extra):
   proc = subprocess.run(
-      [sys.executable, '-m', 'experiments.run', *ARGS, *extra,
+      [sys.executable, '-m', 'experiments.run', *ARGS, *NO_DROPOUT, *extra,
        f'--config.dataset.data_dir={data_dir}', f'--workdir={workdir}'],
       cwd=ROOT, env=_env(8), capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -141,32 +141,17 @@ def _close(rows, reference):
                              [r['loss'] for r in reference], rtol=1e-4)
 
 
-# pmap draws dropout per device (as pmap code does), jit per example: with
-# dropout off the modes compute the same steps.
-NO_DROPOUT = ('--config.model.dropout_rate=0.0',)
-
-
-@pytest.fixture(scope='module')
-def jit_rows(tmp_path_factory, data_dir):
-  return _one_process(tmp_path_factory.mktemp('jit'), data_dir, *NO_DROPOUT)
-
-
-def test_pmap_across_two_processes_matches_jit(tmp_path, data_dir, jit_rows):
+def test_pmap_across_two_processes_matches_jit_and_resumes_under_jit_and_back(
+    tmp_path, data_dir, single_rows):
   # Each process pmaps over its 4 devices; gradients average over all 8.
-  rows = _two_processes(tmp_path, data_dir, '--config.parallelism=pmap',
-                        *NO_DROPOUT)
-  _close(rows, jit_rows)
-  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['3', '6']
-
-
-def test_pmap_two_process_checkpoint_resumes_under_jit_and_back(
-    tmp_path, data_dir, jit_rows):
   # pmap on two processes to step 3, then jit on one process to step 6.
-  _two_processes(tmp_path / 'a', data_dir, '--config.parallelism=pmap',
-                 '--config.total_steps=3', *NO_DROPOUT)
-  _close(_one_process(tmp_path / 'a', data_dir, *NO_DROPOUT), jit_rows)
+  rows = _two_processes(tmp_path / 'a', data_dir, '--config.parallelism=pmap',
+                        '--config.total_steps=3')
+  _close(rows, [r for r in single_rows if r['step'] <= 3])
+  assert sorted(os.listdir(tmp_path / 'a' / 'checkpoints')) == ['3']
+  _close(_one_process(tmp_path / 'a', data_dir), single_rows)
   # And jit on one process to step 3, then pmap on two to step 6.
-  _one_process(tmp_path / 'b', data_dir, '--config.total_steps=3',
-               *NO_DROPOUT)
+  _one_process(tmp_path / 'b', data_dir, '--config.total_steps=3')
   _close(_two_processes(tmp_path / 'b', data_dir,
-                        '--config.parallelism=pmap', *NO_DROPOUT), jit_rows)
+                        '--config.parallelism=pmap'), single_rows)
+  assert sorted(os.listdir(tmp_path / 'b' / 'checkpoints')) == ['3', '6']

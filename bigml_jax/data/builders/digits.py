@@ -12,6 +12,8 @@ TensorFlow, which the framework does not use at run time.
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bigml_jax.data.builders._info import dataset_info
+
 
 class Digits(tfds.core.GeneratorBasedBuilder):
   """TFDS builder for scikit-learn's digits, written as array_record."""
@@ -21,21 +23,12 @@ class Digits(tfds.core.GeneratorBasedBuilder):
                    'their original order.'}
 
   def _info(self) -> tfds.core.DatasetInfo:
-    # DatasetInfo directly: `dataset_info_from_configs` looks for metadata
-    # files beside the module, which a pip-installed package does not ship.
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
-            'label': tfds.features.ClassLabel(num_classes=10),
-        }),
+    return dataset_info(self, {
+        'image': tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
+        'label': tfds.features.ClassLabel(num_classes=10),
+    }, __doc__,
         supervised_keys=('image', 'label'),
-        homepage='https://archive.ics.uci.edu/dataset/80',
-        # Keep scikit-learn's order, so example i of a split is documented;
-        # training shuffles with grain anyway.
-        disable_shuffling=True,
-    )
+        homepage='https://archive.ics.uci.edu/dataset/80')
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download: the data is in scikit-learn.

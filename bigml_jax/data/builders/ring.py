@@ -13,6 +13,8 @@ the point, a float32 [2] vector; 'label' is the index k of its mode.
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bigml_jax.data.builders._info import dataset_info
+
 NUM_MODES = 8
 RADIUS = 2.0
 SIGMA = 0.02
@@ -35,18 +37,11 @@ class GaussianRing(tfds.core.GeneratorBasedBuilder):
                    '2; 50,000 train / 5,000 test points.'}
 
   def _info(self) -> tfds.core.DatasetInfo:
-    # DatasetInfo directly, as in digits.py: a pip-installed package ships no
-    # metadata files for `dataset_info_from_configs`.
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(2,), dtype=np.float32),
-            'label': tfds.features.ClassLabel(num_classes=NUM_MODES),
-        }),
-        supervised_keys=('image', 'label'),
-        disable_shuffling=True,
-    )
+    return dataset_info(self, {
+        'image': tfds.features.Tensor(shape=(2,), dtype=np.float32),
+        'label': tfds.features.ClassLabel(num_classes=NUM_MODES),
+    }, __doc__,
+        supervised_keys=('image', 'label'))
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download: the points are sampled here.
