@@ -39,15 +39,20 @@ def lm_workdir(tmp_path_factory, data_dir):
 
 
 def _greedy_by_hand(workdir, prompt, num_tokens):
-  """Greedy decoding written out: one model call per token, no jit."""
+  """Greedy decoding written out: one full model call per token, no cache
+  (the window padded to max_len: the model is causal, so what follows a
+  position does not change its logits; one compiled shape)."""
   tokenizer = text_lib.load_tokenizer(os.path.join(workdir, 'tokenizer.json'))
   params = ocp.StandardCheckpointer().restore(
       os.path.join(workdir, 'checkpoints', '10', 'state'))['params']
   model = build_model(MODEL, vocab_size=tokenizer.vocab_size)
+  apply = jax.jit(lambda tokens: model.apply({'params': params}, tokens))
   ids = [text_lib.EOS_ID] + tokenizer.encode(prompt).tolist()
   for _ in range(num_tokens):
-    logits = model.apply({'params': params}, np.array([ids]))
-    ids.append(int(logits[0, -1].argmax()))
+    window = np.zeros((1, MODEL['max_len']), np.int32)
+    window[0, :len(ids)] = ids
+    logits = apply(window)
+    ids.append(int(logits[0, len(ids) - 1].argmax()))
     if ids[-1] == text_lib.EOS_ID:
       break
   return tokenizer.decode(np.array(ids))

@@ -206,8 +206,9 @@ def test_an_lm_run_writes_the_samples_its_params_draw(tiny_config, tmp_path):
   written = (tmp_path / 'samples_000004.txt').read_text()
   tokenizer = text_lib.load_tokenizer(str(tmp_path / 'tokenizer.json'))
   task = build_task(config, vocab_size=tokenizer.vocab_size)
-  ids = task.samples(_params(tmp_path, 4),
-                     jax.random.fold_in(jax.random.PRNGKey(config.seed), 4))
+  samples = jax.jit(task.samples)
+  ids = samples(_params(tmp_path, 4),
+                jax.random.fold_in(jax.random.PRNGKey(config.seed), 4))
   assert ids.shape == (4, 16) and (ids[:, 0] == text_lib.EOS_ID).all()
   expected = [tokenizer.decode(np.asarray(row)) for row in ids]
   assert written == ''.join(f'--- {i}\n{t}\n' for i, t in enumerate(expected))
@@ -218,8 +219,8 @@ def test_an_lm_run_writes_the_samples_its_params_draw(tiny_config, tmp_path):
   config.mesh = ml_collections.ConfigDict({'data': 2, 'fsdp': 2, 'tensor': 2})
   config.total_steps = config.eval_every = config.checkpoint_every = 2
   train_and_evaluate(config, tmp_path / 'mesh')
-  ids = task.samples(_params(tmp_path / 'mesh', 2),
-                     jax.random.fold_in(jax.random.PRNGKey(config.seed), 2))
+  ids = samples(_params(tmp_path / 'mesh', 2),
+                jax.random.fold_in(jax.random.PRNGKey(config.seed), 2))
   expected = [tokenizer.decode(np.asarray(row)) for row in ids]
   assert (tmp_path / 'mesh' / 'samples_000002.txt').read_text() == ''.join(
       f'--- {i}\n{t}\n' for i, t in enumerate(expected))

@@ -3,8 +3,11 @@ shipped config, on one device and on a 2x2x2 (data, fsdp, tensor) mesh, are
 bit-equal to those pinned in pinned_losses.json.
 
 Sequences are shortened to 32 tokens and warmup to at most the 50 steps (so
-the run is short); every other field is the config's own. To pin anew (only
-for a change meant to alter the numbers, said so in its commit):
+the run is short); every other field is the config's own. The run is the
+loop's (`build_run`, its train iterator, `make_trainer`, a row's loss from
+the task's `summarize`), without what does not touch the train losses:
+evaluation, samples, checkpoints (the loop's own tests cover those). To pin
+anew (only for a change meant to alter the numbers, said so in its commit):
 
   python -m tests.training.test_pinned_losses --write
 """
@@ -40,40 +43,35 @@ def shipped_config(name):
   return module.get_config(*arg)
 
 
-def _classifier(data_dir, root):
-  """A short run of the default CNN: gan_digits scores samples with it (its
-  train losses do not depend on it)."""
-  from bigml_jax import train_and_evaluate  # pylint: disable=g-import-not-at-top
-  workdir = os.path.join(root, 'classifier')
-  if not os.path.isdir(workdir):
-    config = shipped_config('default.py')
-    config.dataset.data_dir = data_dir
-    config.total_steps = config.eval_every = config.checkpoint_every = 10
-    config.optimizer.warmup_steps = 0
-    train_and_evaluate(config, workdir, devices=jax.devices()[:1])
-  return workdir
-
-
 def losses(name, mesh, data_dir, root) -> list[float]:
-  from bigml_jax import train_and_evaluate  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from bigml_jax import checkpoint as ckpt
+  from bigml_jax.training.run import build_run
+  from bigml_jax.training.trainer import make_trainer
   config = shipped_config(name)
   config.dataset.data_dir = data_dir
-  config.total_steps = config.eval_every = config.checkpoint_every = STEPS
-  config.log_every = 1
+  config.total_steps = STEPS
   config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, STEPS)
   if 'max_length' in config.dataset:
     config.dataset.max_length = 32
   if 'max_len' in config.model:
     config.model.max_len = 32
   if 'gan' in config and 'classifier_workdir' in config.gan:
-    config.gan.classifier_workdir = _classifier(data_dir, root)
+    config.gan.quality = 'none'  # Its classifier scores samples only.
   devices = jax.devices()[:1] if mesh is None else None
   if mesh is not None:
     config.mesh.update(mesh)
-  workdir = tempfile.mkdtemp(dir=root)
-  train_and_evaluate(config, workdir, devices=devices)
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [r['loss'] for r in map(json.loads, f) if r['split'] == 'train']
+  run = build_run(config, tempfile.mkdtemp(dir=root), devices=devices)
+  batches = run.train_iterator()  # One step a call: no config sets more.
+  trainer = make_trainer(run, next(batches))
+  got = []
+  for i in range(STEPS):
+    trainer.step(trainer.first_batch if i == 0 else
+                 trainer.to_device(next(batches)))
+    sums = jax.device_get(trainer.take_sums())
+    got.append(float(run.task.summarize(sums)['loss']))
+  ckpt.close(run.manager)
+  return got
 
 
 @pytest.fixture(scope='module')

@@ -12,7 +12,7 @@ TensorFlow, which the framework does not use at run time.
 import numpy as np
 import tensorflow_datasets as tfds
 
-from bigml_jax.data.builders._info import dataset_info
+from bigml_jax.data.builders._common import dataset_info
 
 
 class Digits(tfds.core.GeneratorBasedBuilder):

