@@ -785,10 +785,10 @@ def _two_process_reference(env: Env) -> str:
 def _preempt_two(env: Env, workdir: str, targets: tuple[int, ...]) -> int:
   """Two processes started on `workdir`, SIGTERM to each of `targets` a
   logged step apart: both must stop at one step, saved; returns it."""
+  metrics = os.path.join(workdir, 'metrics.jsonl')
+  before = len(read(metrics).splitlines()) if os.path.exists(metrics) else 0
   procs = two_processes(env, workdir)
-  seen = len(rows(workdir)) if os.path.exists(
-      os.path.join(workdir, 'metrics.jsonl')) else 0
-  wait_for_rows(workdir, procs[0], count=seen + 3)
+  wait_for_rows(workdir, procs[0], count=before + 3)
   seen = len(rows(workdir))
   for i in targets:
     if procs[i].poll() is None:

@@ -32,10 +32,12 @@ import flax.linen as nn
 import flax.traverse_util
 import jax
 import orbax.checkpoint as ocp
-try:  # Orbax's own default ArrayHandler has one; Orbax does not export it.
-  from orbax.checkpoint._src.metadata import array_metadata_store  # pylint: disable=g-import-not-at-top
+try:  # Orbax's own; not exported (see _without_replica_parallel_on_cpu).
+  # pylint: disable=g-import-not-at-top
+  from orbax.checkpoint._src.metadata import array_metadata_store
+  from orbax.checkpoint._src.serialization import type_handler_registry
 except ImportError:  # Another Orbax layout: its default handler is kept.
-  array_metadata_store = None
+  array_metadata_store = type_handler_registry = None
 
 from bigml_jax.errors import ConfigError, listing
 
@@ -176,18 +178,28 @@ def _best_options(keep_best: dict | None) -> dict[str, Any]:
           'best_mode': keep_best.get('mode', 'max')}
 
 
+_CPU_ARRAY_HANDLER = []  # The one registered in this process, once.
+
+
 def _without_replica_parallel_on_cpu() -> None:
   """On CPU, arrays are saved whole by the first replica. Orbax's default
   splits a replicated array among its replicas, which pays off where they
   are hosts with their own links to storage; CPU devices share one host,
   and the split costs a compiled slice per array shape at a run's first
-  save (seconds for a small ViT on 8 devices)."""
-  if array_metadata_store is not None and jax.default_backend() == 'cpu':
-    ocp.type_handlers.register_type_handler(
-        jax.Array, ocp.type_handlers.ArrayHandler(
-            use_replica_parallel=False,
-            array_metadata_store=array_metadata_store.Store()),
-        override=True)
+  save (seconds for a small ViT on 8 devices). Registered once per process
+  (Orbax's registry is global), quietly: Orbax warns of every override."""
+  if (_CPU_ARRAY_HANDLER or type_handler_registry is None or
+      jax.default_backend() != 'cpu'):
+    return
+  try:
+    handler = ocp.type_handlers.ArrayHandler(
+        use_replica_parallel=False,
+        array_metadata_store=array_metadata_store.Store())  # As Orbax's.
+    type_handler_registry.GLOBAL_TYPE_HANDLER_REGISTRY.add(
+        jax.Array, handler, override=True, ignore_warnings=True)
+  except (TypeError, AttributeError):  # Another Orbax: its default stays.
+    handler = None
+  _CPU_ARRAY_HANDLER.append(handler)
 
 
 def make_manager(directory: str, max_to_keep: int,

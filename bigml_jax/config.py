@@ -16,7 +16,7 @@ import ml_collections
 
 from bigml_jax import workdir as workdir_lib
 
-# Re-exported: ConfigError.
+# ConfigError is re-exported: callers import it from here.
 from bigml_jax.errors import ConfigError, check_choice, listing
 from bigml_jax.optim import OPTIONAL_FIELDS as OPTIMIZER_DEFAULTS
 from bigml_jax.optim import optimizer_fields

@@ -46,12 +46,12 @@ def _greedy_by_hand(workdir, prompt, num_tokens):
   params = ocp.StandardCheckpointer().restore(
       os.path.join(workdir, 'checkpoints', '10', 'state'))['params']
   model = build_model(MODEL, vocab_size=tokenizer.vocab_size)
-  apply = jax.jit(lambda tokens: model.apply({'params': params}, tokens))
+  apply = jax.jit(lambda p, tokens: model.apply({'params': p}, tokens))
   ids = [text_lib.EOS_ID] + tokenizer.encode(prompt).tolist()
   for _ in range(num_tokens):
     window = np.zeros((1, MODEL['max_len']), np.int32)
     window[0, :len(ids)] = ids
-    logits = apply(window)
+    logits = apply(params, window)
     ids.append(int(logits[0, len(ids) - 1].argmax()))
     if ids[-1] == text_lib.EOS_ID:
       break

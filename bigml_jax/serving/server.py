@@ -27,6 +27,7 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import json
 import secrets
 import time
@@ -342,6 +343,7 @@ def make_app(model: artifact.Classifier | artifact.Generator, *,
 
   def answering(handler):
     """`handler` with its bad requests as 400 and a full queue as 503."""
+    @functools.wraps(handler)
     async def answer(request: Request) -> JSONResponse:
       try:
         return await handler(request)

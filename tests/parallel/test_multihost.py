@@ -39,14 +39,21 @@ NO_DROPOUT = ('--config.model.dropout_rate=0.0',)
 
 @pytest.fixture(scope='module')
 def single_rows(tmp_path_factory, data_dir):
-  """One process on 8 devices (jit): what every two-process run matches."""
+  """One process on 8 devices (jit), dropout on: each example's dropout
+  follows its global index, whichever process reads it."""
   return _one_process(tmp_path_factory.mktemp('single'), data_dir)
+
+
+@pytest.fixture(scope='module')
+def jit_rows(tmp_path_factory, data_dir):
+  """The same without dropout: what the pmap runs match."""
+  return _one_process(tmp_path_factory.mktemp('jit'), data_dir, *NO_DROPOUT)
 
 
 def _two_processes(workdir, data_dir, *extra):
   port = _free_port()
   procs = [subprocess.Popen(
-      [sys.executable, '-m', 'experiments.run', *ARGS, *NO_DROPOUT, *extra,
+      [sys.executable, '-m', 'experiments.run', *ARGS, *extra,
        f'--config.dataset.data_dir={data_dir}', f'--workdir={workdir}',
        f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
        f'--process_id={i}'],
@@ -124,7 +131,7 @@ def test_batches_for_cpu_steps_are_aligned_and_unchanged():
 
 def _one_process(workdir, data_dir, *extra):
   proc = subprocess.run(
-      [sys.executable, '-m', 'experiments.run', *ARGS, *NO_DROPOUT, *extra,
+      [sys.executable, '-m', 'experiments.run', *ARGS, *extra,
        f'--config.dataset.data_dir={data_dir}', f'--workdir={workdir}'],
       cwd=ROOT, env=_env(8), capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -142,16 +149,17 @@ def _close(rows, reference):
 
 
 def test_pmap_across_two_processes_matches_jit_and_resumes_under_jit_and_back(
-    tmp_path, data_dir, single_rows):
+    tmp_path, data_dir, jit_rows):
   # Each process pmaps over its 4 devices; gradients average over all 8.
   # pmap on two processes to step 3, then jit on one process to step 6.
   rows = _two_processes(tmp_path / 'a', data_dir, '--config.parallelism=pmap',
-                        '--config.total_steps=3')
-  _close(rows, [r for r in single_rows if r['step'] <= 3])
+                        '--config.total_steps=3', *NO_DROPOUT)
+  _close(rows, [r for r in jit_rows if r['step'] <= 3])
   assert sorted(os.listdir(tmp_path / 'a' / 'checkpoints')) == ['3']
-  _close(_one_process(tmp_path / 'a', data_dir), single_rows)
+  _close(_one_process(tmp_path / 'a', data_dir, *NO_DROPOUT), jit_rows)
   # And jit on one process to step 3, then pmap on two to step 6.
-  _one_process(tmp_path / 'b', data_dir, '--config.total_steps=3')
-  _close(_two_processes(tmp_path / 'b', data_dir,
-                        '--config.parallelism=pmap'), single_rows)
+  _one_process(tmp_path / 'b', data_dir, '--config.total_steps=3',
+               *NO_DROPOUT)
+  _close(_two_processes(tmp_path / 'b', data_dir, '--config.parallelism=pmap',
+                        *NO_DROPOUT), jit_rows)
   assert sorted(os.listdir(tmp_path / 'b' / 'checkpoints')) == ['3', '6']

@@ -62,16 +62,19 @@ def losses(name, mesh, data_dir, root) -> list[float]:
   if mesh is not None:
     config.mesh.update(mesh)
   run = build_run(config, tempfile.mkdtemp(dir=root), devices=devices)
-  batches = run.train_iterator()  # One step a call: no config sets more.
-  trainer = make_trainer(run, next(batches))
-  got = []
-  for i in range(STEPS):
-    trainer.step(trainer.first_batch if i == 0 else
-                 trainer.to_device(next(batches)))
-    sums = jax.device_get(trainer.take_sums())
-    got.append(float(run.task.summarize(sums)['loss']))
-  ckpt.close(run.manager)
-  return got
+  assert run.config.steps_per_dispatch == 1, name  # A row is one step.
+  try:
+    batches = run.train_iterator()
+    trainer = make_trainer(run, next(batches))
+    got = []
+    for i in range(STEPS):
+      trainer.step(trainer.first_batch if i == 0 else
+                   trainer.to_device(next(batches)))
+      sums = jax.device_get(trainer.take_sums())
+      got.append(float(run.task.summarize(sums)['loss']))
+    return got
+  finally:
+    ckpt.close(run.manager)
 
 
 @pytest.fixture(scope='module')
