@@ -20,6 +20,7 @@ import glob
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -759,8 +760,9 @@ def _free_port() -> int:
 
 def two_processes(env: Env, workdir, *extra) -> list[subprocess.Popen]:
   port = _free_port()
-  process_env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=(
-      '--xla_force_host_platform_device_count=4'))
+  process_env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=re.sub(
+      r'--xla_force_host_platform_device_count=\d+',
+      '--xla_force_host_platform_device_count=4', os.environ['XLA_FLAGS']))
   return [subprocess.Popen(
       env.cli_args(workdir, '--config.total_steps=200',
                    '--config.checkpoint_every=100', '--config.log_every=1',
@@ -830,7 +832,8 @@ def run(name: str, tmp: str, data_dir: str, shared: dict | None = None
   """Runs scenario `name` in the fresh directory `tmp`; AssertionError if
   the run broke its promise."""
   shared = {} if shared is None else shared
-  shared.setdefault('root', tempfile.mkdtemp(prefix='bigml_faults_shared_'))
+  if 'root' not in shared:
+    shared['root'] = tempfile.mkdtemp(prefix='bigml_faults_shared_')
   (match,) = [s for s in SCENARIOS if s.run.__name__ == name]
   match.run(Env(tmp, data_dir, shared))
 

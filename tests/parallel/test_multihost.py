@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,7 +18,9 @@ ARGS = ('--config=experiments/configs/default.py', '--config.total_steps=6',
 
 def _env(devices):
   env = dict(os.environ)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env['XLA_FLAGS'] = re.sub(  # The session's other flags stay.
+      r'--xla_force_host_platform_device_count=\d+',
+      f'--xla_force_host_platform_device_count={devices}', env['XLA_FLAGS'])
   env['JAX_PLATFORMS'] = 'cpu'
   return env
 

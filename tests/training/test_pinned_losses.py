@@ -95,10 +95,7 @@ def test_losses_are_pinned(name, mesh, pinned, data_dir, tmp_path_factory):
 
 
 if __name__ == '__main__':
-  # Run as the tests do: 8 fake CPU devices, a data_dir of its own.
-  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                             ' --xla_force_host_platform_device_count=8')
-  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  from tests import conftest  # pylint: disable=g-import-not-at-top,unused-import  # The tests' XLA flags.
   assert sys.argv[1:] == ['--write'], __doc__
   root = tempfile.mkdtemp(prefix='pinned_')
   data_dir = os.path.join(root, 'tfds')
