@@ -764,9 +764,9 @@ def two_processes(env: Env, workdir, *extra) -> list[subprocess.Popen]:
       r'--xla_force_host_platform_device_count=\d+',
       '--xla_force_host_platform_device_count=4', os.environ['XLA_FLAGS']))
   return [subprocess.Popen(
-      env.cli_args(workdir, '--config.total_steps=200',
-                   '--config.checkpoint_every=100', '--config.log_every=1',
-                   '--config.eval_every=200', *extra,
+      env.cli_args(workdir, '--config.total_steps=100',
+                   '--config.checkpoint_every=50', '--config.log_every=1',
+                   '--config.eval_every=100', *extra,
                    f'--coordinator_address=127.0.0.1:{port}',
                    '--num_processes=2', f'--process_id={i}'),
       cwd=ROOT, env=process_env, stdout=subprocess.PIPE,
@@ -821,8 +821,8 @@ def two_process_sigterm(env):
   for p in procs:
     _, err = p.communicate(timeout=900)
     assert p.returncode == 0, err[-3000:]
-  assert_same_params(params(workdir, 200),
-                     params(_two_process_reference(env), 200))
+  assert_same_params(params(workdir, 100),
+                     params(_two_process_reference(env), 100))
 
 
 # The matrix ------------------------------------------------------------------------
