@@ -95,7 +95,8 @@ def test_losses_are_pinned(name, mesh, pinned, data_dir, tmp_path_factory):
 
 
 if __name__ == '__main__':
-  from tests import conftest  # pylint: disable=g-import-not-at-top,unused-import  # The tests' XLA flags.
+  # The tests' environment (XLA flags, devices): the pins are its numbers.
+  from tests import conftest  # pylint: disable=g-import-not-at-top,unused-import
   assert sys.argv[1:] == ['--write'], __doc__
   root = tempfile.mkdtemp(prefix='pinned_')
   data_dir = os.path.join(root, 'tfds')
