@@ -758,11 +758,18 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def environ_with_devices(count: int) -> dict[str, str]:
+  """This process's environment for a CPU subprocess with `count` fake
+  devices; the other XLA flags (the tests' compile level) stay."""
+  return dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=re.sub(
+      r'--xla_force_host_platform_device_count=\d+',
+      f'--xla_force_host_platform_device_count={count}',
+      os.environ['XLA_FLAGS']))
+
+
 def two_processes(env: Env, workdir, *extra) -> list[subprocess.Popen]:
   port = _free_port()
-  process_env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=re.sub(
-      r'--xla_force_host_platform_device_count=\d+',
-      '--xla_force_host_platform_device_count=4', os.environ['XLA_FLAGS']))
+  process_env = environ_with_devices(4)
   return [subprocess.Popen(
       env.cli_args(workdir, '--config.total_steps=100',
                    '--config.checkpoint_every=50', '--config.log_every=1',

@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -10,19 +9,12 @@ import sys
 import numpy as np
 import pytest
 
+from benchmarks import faults
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARGS = ('--config=experiments/configs/default.py', '--config.total_steps=6',
         '--config.log_every=1', '--config.eval_every=6',
         '--config.checkpoint_every=3', '--config.optimizer.warmup_steps=2')
-
-
-def _env(devices):
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = re.sub(  # The session's other flags stay.
-      r'--xla_force_host_platform_device_count=\d+',
-      f'--xla_force_host_platform_device_count={devices}', env['XLA_FLAGS'])
-  env['JAX_PLATFORMS'] = 'cpu'
-  return env
 
 
 def _free_port() -> int:
@@ -60,7 +52,8 @@ def _two_processes(workdir, data_dir, *extra):
        f'--config.dataset.data_dir={data_dir}', f'--workdir={workdir}',
        f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
        f'--process_id={i}'],
-      cwd=ROOT, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      cwd=ROOT, env=faults.environ_with_devices(4), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
       text=True) for i in range(2)]
   outs = [p.communicate(timeout=600) for p in procs]
   for p, (_, err) in zip(procs, outs):
@@ -136,7 +129,8 @@ def _one_process(workdir, data_dir, *extra):
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.run', *ARGS, *extra,
        f'--config.dataset.data_dir={data_dir}', f'--workdir={workdir}'],
-      cwd=ROOT, env=_env(8), capture_output=True, text=True, timeout=600)
+      cwd=ROOT, env=faults.environ_with_devices(8), capture_output=True,
+      text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return _rows(workdir)
 
